@@ -1,0 +1,131 @@
+"""One source of truth for Zhiyin's paths and settings.
+
+Everything writable lives under ``ZHIYIN_HOME`` (default: the repository root).
+Settings come from three layers, later ones winning: built-in defaults,
+``$ZHIYIN_HOME/settings.toml``, and ``ZHIYIN_<KEY>`` environment variables.
+CLI flags override on top by passing keyword arguments to :func:`load_settings`.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def home() -> Path:
+    """The folder that holds every writable path (``ZHIYIN_HOME`` or the repo root)."""
+    return Path(os.environ.get("ZHIYIN_HOME") or REPO_ROOT).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things live under one home folder."""
+
+    home: Path
+
+    @property
+    def knowledge(self) -> Path:
+        return self.home / "knowledge"
+
+    @property
+    def avatars(self) -> Path:
+        return self.home / "avatars"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def stores(self) -> Path:
+        # Generated Chroma stores; kept apart from the user's texts so that
+        # deleting them never touches a book.
+        return self.home / "stores"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / ".cache"
+
+    def store(self, character_id: str) -> Path:
+        return self.stores / character_id
+
+
+def paths() -> Paths:
+    """Paths under the current ``ZHIYIN_HOME`` (read each call so tests can relocate it)."""
+    return Paths(home())
+
+
+# The packaged models and characters shipped with the repository, read-only.
+BUNDLED = Paths(REPO_ROOT)
+
+
+def models_dir() -> Path:
+    """Where packaged models are assembled (``ZHIYIN_MODELS``, else ``$ZHIYIN_HOME/checkpoints``).
+
+    Kept separate from ZHIYIN_HOME so that tests and extra homes can share one
+    assembled copy of a 1 GB model instead of assembling it again each time.
+    """
+    env = os.environ.get("ZHIYIN_MODELS")
+    return Path(env).expanduser().resolve() if env else paths().checkpoints
+
+
+def find_checkpoint(name: str) -> Path | None:
+    """Look a file or folder up in the models dir, the home checkpoints, then the repo's."""
+    for base in (models_dir(), paths().checkpoints, BUNDLED.checkpoints):
+        candidate = base / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """User-tunable settings; every field can be set in settings.toml or as ZHIYIN_<NAME>."""
+
+    embedder: str = "auto"  # knowledge-base embedder name (see knowledge_base.embedders)
+    llm_backend: str = "llamacpp"  # llamacpp | transformers | openai
+    llm_model: str = ""  # GGUF path / HF folder / server model name; "" = backend default
+    llm_adapter: str = ""  # PEFT adapter folder or character id (transformers backend)
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key: str = ""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 384
+    threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    tts_engine: str = "auto"
+    asr_engine: str = "faster-whisper"
+    video_size: int = 256
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Defaults < settings.toml < ZHIYIN_* environment < keyword overrides (CLI flags)."""
+    base = Settings()
+    values: dict[str, Any] = {}
+    toml_path = home() / "settings.toml"
+    if toml_path.is_file():
+        with toml_path.open("rb") as fh:
+            values.update(tomllib.load(fh))
+    for f in fields(Settings):
+        env = os.environ.get(f"ZHIYIN_{f.name.upper()}")
+        if env is not None:
+            values[f.name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown setting(s) {unknown} in {toml_path}; known: {sorted(known)}")
+    typed = {k: _coerce(v, getattr(base, k)) if isinstance(v, str) else v for k, v in values.items()}
+    return replace(base, **typed)
