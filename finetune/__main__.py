@@ -1,0 +1,131 @@
+"""CLI: ``python -m finetune extract|train ...`` (results on stdout, progress on stderr)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python -m finetune` from elsewhere still finds settings.py
+    sys.path.insert(0, str(REPO))
+
+
+def _persona(character: str, aliases: list[str]) -> tuple[str, list[str], str]:
+    """(system prompt, names to look for, language hint) from the card, or from --alias for a new name."""
+    import characters
+
+    try:
+        card = characters.load_card(character)
+    except characters.CharacterError:
+        card = None
+    if card is None:
+        if not aliases:
+            raise SystemExit(f"No character card for '{character}'; pass the names to look for with --alias NAME.")
+        return f"You are {aliases[0]}. 你是{aliases[0]}。", aliases, ""
+    system = "\n".join(x for x in (card.persona, card.speaking_style) if x).strip() or f"You are {card.name}."
+    return system, aliases or card.names, card.language
+
+
+def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
+    from finetune.extract import FORMATS, dedupe, extract_lines, read_text
+
+    system, names, _ = _persona(args.character, args.alias or [])
+    found = []
+    per_file: dict[str, int] = {}
+    for p in args.paths:
+        path = Path(p)
+        if not path.is_file():
+            raise SystemExit(f"No file {path}; give the path of the novel's text file.")
+        try:
+            text, encoding = read_text(path)
+        except ValueError as exc:
+            raise SystemExit(f"Cannot read {path}: {exc}") from None
+        lines = extract_lines(text, names, source=path.name)
+        per_file[path.name] = len(lines)
+        print(f"{path.name} ({encoding}): {len(lines)} lines of {args.character}", file=sys.stderr)
+        found += lines
+    unique = dedupe(found)
+    if not unique:
+        raise SystemExit(f"No lines of {args.character} found; check the names ({', '.join(names)}) or add --alias NAME.")
+    fmt = FORMATS.create(args.format)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for line in unique:
+            fh.write(json.dumps(fmt.record(line, system), ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    for line in unique[: args.show]:
+        print(f"  [{line.method}] {line.input[:60]!r} -> {line.output[:80]!r}", file=sys.stderr)
+    methods: dict[str, int] = {}
+    for line in unique:
+        methods[line.method] = methods.get(line.method, 0) + 1
+    return {"character": args.character, "names": names, "files": per_file, "found": len(found),
+            "unique": len(unique), "by_method": methods, "format": args.format, "out": str(out)}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from finetune.train import TrainConfig, TrainError, train
+
+    config = TrainConfig(steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha or 2 * args.rank,
+                         batch_size=args.batch_size, max_len=args.max_len)
+    try:
+        result = train(args.character, Path(args.data), base=args.base or "", config=config, resume=args.resume)
+    except TrainError as exc:
+        raise SystemExit(str(exc)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    m = result.manifest
+    before, after = m["eval"]["before"], m["eval"]["after"]
+    print(f"held-out loss {before['loss']} -> {after['loss']} (perplexity {before['perplexity']} -> "
+          f"{after['perplexity']}) on {m['samples']['eval']} lines", file=sys.stderr)
+    return {"adapter": str(result.adapter), "steps": m["steps_done"], "eval": m["eval"],
+            "samples_per_second": m["samples_per_second"], "base_model": m["base_model"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    from finetune.extract import FORMATS
+
+    ap = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("extract", help="find a character's lines in novels and write training data")
+    ex.add_argument("character", help="character id (card) or a name with --alias")
+    ex.add_argument("paths", nargs="+", help="novel text files (any encoding)")
+    ex.add_argument("--out", required=True, help="JSONL file to write")
+    ex.add_argument("--alias", action="append", help="a name the character goes by (repeat); replaces the card's names")
+    ex.add_argument("--format", choices=FORMATS.names(), default="xtuner")
+    ex.add_argument("--show", type=int, default=3, help="samples to print on stderr")
+    ex.add_argument("--json", action="store_true", help="print the summary as JSON")
+    tr = sub.add_parser("train", help="train the character's LoRA adapter on extracted lines")
+    tr.add_argument("character")
+    tr.add_argument("--data", required=True, help="JSONL from `extract` (xtuner or messages format)")
+    tr.add_argument("--base", default="", help="HF model folder or .gguf file (default: packaged Qwen2.5-Coder-0.5B)")
+    tr.add_argument("--steps", type=int, default=60)
+    tr.add_argument("--lr", type=float, default=2e-4)
+    tr.add_argument("--rank", type=int, default=8)
+    tr.add_argument("--alpha", type=int, default=0, help="LoRA alpha (default 2 x rank)")
+    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--max-len", type=int, default=320, help="tokens per sample")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    tr.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        summary = {"extract": cmd_extract, "train": cmd_train}[args.cmd](args)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(f"error: {exc.code}", file=sys.stderr)
+            return 2
+        return int(exc.code or 0)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        for k, v in summary.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Train a LoRA adapter (peft) on a character's extracted lines, on CPU or GPU.
+
+The adapter goes to ``checkpoints/adapters/<character>/`` with ``manifest.json``
+(base model and its hash, data hash, hyper-parameters, loss curve, held-out loss
+before and after). Ctrl-C saves a usable adapter and the optimizer state, and
+``resume=True`` continues from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import settings
+from finetune.extract import record_to_turns
+
+MANIFEST = "manifest.json"
+STATE = "trainer_state.pt"
+# Qwen2.5's own chat format, for a tokenizer that arrives without a template.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot start; the message says what to fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one LoRA run (all recorded in the manifest)."""
+
+    steps: int = 60
+    lr: float = 2e-4
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    batch_size: int = 2
+    max_len: int = 320
+    eval_samples: int = 16
+    seed: int = 0
+    warmup: int = 5
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def adapter_dir(character_id: str) -> Path:
+    """Where a character's adapter lives: ``checkpoints/adapters/<character>/``."""
+    from characters import safe_id
+
+    return settings.paths().checkpoints / "adapters" / safe_id(character_id)
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a model folder's config, tokenizer and weight files in name order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".gguf", ".model"})
+    for f in files:
+        if path.is_dir():
+            h.update(f.name.encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ base model
+
+
+@dataclass
+class Base:
+    """A base model on disk: a Hugging Face folder, or a GGUF file in a folder."""
+
+    folder: Path
+    gguf_file: str | None
+    label: str
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.gguf_file if self.gguf_file else self.folder
+
+
+def resolve_base(name: str = "") -> Base:
+    """Turn --base ('' = packaged Qwen2.5-Coder-0.5B, a size, a .gguf file, an HF folder) into a Base."""
+    if not name or name in {"0.5b", "1.5b", "qwen2.5-0.5b", "qwen2.5-1.5b"}:
+        import llm
+
+        size = {"": "0.5b", "qwen2.5-0.5b": "0.5b", "qwen2.5-1.5b": "1.5b"}.get(name, name)
+        try:
+            path = llm.prepare_default_model(size)
+        except llm.ModelMissing as exc:
+            raise TrainError(str(exc)) from None
+        return Base(path.parent, path.name, f"qwen2.5-coder-{size}-instruct (GGUF)")
+    path = Path(name).expanduser()
+    if not path.exists():
+        path = settings.find_checkpoint(name) or path
+    if path.is_file() and path.suffix == ".gguf":
+        return Base(path.parent, path.name, str(path))
+    if path.is_dir() and (path / "config.json").is_file():
+        return Base(path, None, str(path))
+    raise TrainError(f"No base model at '{name}': give a Hugging Face model folder or a .gguf file with --base.")
+
+
+def load_base(base: Base, quantize_4bit: bool | None = None) -> tuple[Any, Any, str]:
+    """Load tokenizer and model for training; QLoRA (4-bit) only with CUDA and bitsandbytes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda = torch.cuda.is_available()
+    if quantize_4bit is None:
+        quantize_4bit = cuda and _has("bitsandbytes") and base.gguf_file is None
+    kwargs: dict[str, Any] = {"gguf_file": base.gguf_file} if base.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(base.folder, **kwargs)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        mode = "qlora-4bit"
+    else:
+        kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
+        mode = "lora-bf16" if cuda else "lora-fp32"
+    model = AutoModelForCausalLM.from_pretrained(base.folder, **kwargs)
+    if base.gguf_file:
+        # transformers dequantised the GGUF; left marked as quantized, peft and save_pretrained refuse it.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if quantize_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    elif cuda:
+        model = model.to("cuda")
+    return tokenizer, model, mode
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_records(path: Path) -> list[tuple[str, str, str]]:
+    """(system, input, output) triples from an XTuner or messages JSONL file; bad lines are named, not skipped silently."""
+    if not path.is_file():
+        raise TrainError(f"No data file {path}; make one with `python -m finetune extract CHARACTER BOOK --out {path}`.")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(record_to_turns(json.loads(line)))
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise TrainError(f"{path}:{n} is not an XTuner 'conversation' or chat 'messages' record; fix or delete that line.") from None
+    if len(out) < 2:
+        raise TrainError(f"{path} holds {len(out)} sample(s); training needs at least 2 (one is held out for evaluation).")
+    return out
+
+
+def encode(tokenizer: Any, system: str, user: str, answer: str, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one sample; only the character's answer is learned (prompt labels are -100)."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    a_ids = a_ids[: max(8, max_len // 2)]
+    # Keep the system persona's start and the user's last words when the prompt is too long.
+    room = max_len - len(a_ids)
+    if len(p_ids) > room:
+        head = room // 2
+        p_ids = p_ids[:head] + p_ids[len(p_ids) - (room - head):]
+    return p_ids + a_ids, [-100] * len(p_ids) + a_ids
+
+
+def split_eval(n: int, eval_samples: int, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic train / held-out indices (at least one of each)."""
+    k = max(1, min(eval_samples, n // 5 or 1))
+    held = set(random.Random(seed).sample(range(n), k))
+    return [i for i in range(n) if i not in held], sorted(held)
+
+
+def _batch(samples: list[tuple[list[int], list[int]]], pad_id: int, device: Any) -> dict[str, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in samples)
+    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for r, (x, y) in enumerate(samples):
+        ids[r, : len(x)] = torch.tensor(x)
+        labels[r, : len(y)] = torch.tensor(y)
+        mask[r, : len(x)] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def evaluate(model: Any, samples: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 4) -> dict[str, float]:
+    """Mean loss per answer token on held-out samples, and its perplexity."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            chunk = samples[i : i + batch_size]
+            batch = _batch(chunk, pad_id, device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            shift_logits, shift_labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += float(loss)
+            tokens += int((shift_labels != -100).sum())
+    model.train()
+    mean = total / max(tokens, 1)
+    return {"loss": round(mean, 4), "perplexity": round(math.exp(min(mean, 50)), 2), "tokens": tokens}
+
+
+# ------------------------------------------------------------------ training
+
+
+@dataclass
+class TrainResult:
+    """What a run did; the same facts as the manifest."""
+
+    adapter: Path
+    manifest: dict[str, Any]
+
+
+def _save(model: Any, out: Path, manifest: dict[str, Any], optimizer: Any, step: int, curve: list) -> None:
+    """Write adapter + manifest (+ optimizer state) to a temp folder, then swap it in, so a crash never leaves half an adapter."""
+    import torch
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "curve": curve}, tmp / STATE)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(character_id: str, data: Path, base: str = "", config: TrainConfig | None = None, resume: bool = False,
+          on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train (or resume) the character's LoRA adapter; Ctrl-C saves a usable checkpoint and re-raises."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from tqdm import tqdm
+
+    config = config or TrainConfig()
+    out = adapter_dir(character_id)
+    data = Path(data)
+    records = load_records(data)
+    data_hash = sha256_path(data)
+    base_obj = resolve_base(base)
+    base_hash = sha256_path(base_obj.path)
+    previous: dict[str, Any] | None = None
+    if resume:
+        if not (out / MANIFEST).is_file():
+            raise TrainError(f"Nothing to resume at {out}; train without --resume first.")
+        previous = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        if previous["data_sha256"] != data_hash or previous["base_sha256"] != base_hash:
+            raise TrainError("The data or base model changed since that checkpoint; train without --resume to start over.")
+        config = TrainConfig(**{**asdict(config), **previous["hyperparameters"], "steps": config.steps})
+    torch.manual_seed(config.seed)
+    tokenizer, model, mode = load_base(base_obj)
+    encoded = [encode(tokenizer, s, i, o, config.max_len) for s, i, o in records]
+    train_idx, eval_idx = split_eval(len(encoded), config.eval_samples, config.seed)
+    held_out = [encoded[i] for i in eval_idx]
+    pad_id = tokenizer.pad_token_id
+    started = time.time()
+    before = previous["eval"]["before"] if previous else evaluate(model, held_out, pad_id)
+    if previous:
+        model = PeftModel.from_pretrained(model, out, is_trainable=True)
+        state = torch.load(out / STATE, weights_only=False)
+        step, curve = state["step"], state["curve"]
+    else:
+        names = {n.split(".")[-1] for n, _ in model.named_modules()}
+        targets = [t for t in config.target_modules if t in names] or "all-linear"
+        lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+        step, curve, state = 0, [], None
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup)) * max(0.05, 1 - s / max(1, config.steps)),
+        last_epoch=step - 1 if step else -1)
+    # One fixed shuffled order per seed, so a resumed run sees the samples a whole run would have.
+    order_rng = random.Random(config.seed)
+    order: list[int] = []
+    while len(order) < config.steps * config.batch_size:
+        chunk = train_idx[:]
+        order_rng.shuffle(chunk)
+        order += chunk
+    device = next(model.parameters()).device
+    manifest: dict[str, Any] = {
+        "character": out.name,
+        "base_model": base_obj.label,
+        "base_path": str(base_obj.path),
+        "base_sha256": base_hash,
+        "gguf_file": base_obj.gguf_file,
+        "data": str(data),
+        "data_sha256": data_hash,
+        "samples": {"train": len(train_idx), "eval": len(eval_idx)},
+        "hyperparameters": asdict(config),
+        "mode": mode,
+        "device": str(device),
+        "loss_curve": curve,
+        "eval": {"before": before},
+    }
+    trained_samples, t0 = 0, time.time()
+    bar = tqdm(total=config.steps, initial=step, desc=f"LoRA {out.name}", file=sys.stderr, disable=not progress)
+    try:
+        while step < config.steps:
+            picked = order[step * config.batch_size:(step + 1) * config.batch_size]
+            batch = _batch([encoded[i] for i in picked], pad_id, device)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            trained_samples += len(picked)
+            curve.append([step, round(float(loss), 4)])
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            if on_step is not None:
+                on_step(step, float(loss))
+    except KeyboardInterrupt:
+        bar.close()
+        manifest.update(status="interrupted", steps_done=step, loss_curve=curve)
+        _save(model, out, manifest, optimizer, step, curve)
+        print(f"Interrupted at step {step}/{config.steps}; the adapter so far is saved in {out}. "
+              f"Continue with --resume.", file=sys.stderr)
+        raise
+    bar.close()
+    seconds = time.time() - t0
+    after = evaluate(model, held_out, pad_id)
+    manifest.update(
+        status="complete", steps_done=step, loss_curve=curve,
+        eval={"before": before, "after": after},
+        train_seconds=round(seconds, 2),
+        samples_per_second=round(trained_samples / seconds, 3) if seconds > 0 else None,
+        total_seconds=round(time.time() - started, 2),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(model, out, manifest, optimizer, step, curve)
+    return TrainResult(out, manifest)
