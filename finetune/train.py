@@ -347,11 +347,12 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
             optimizer.zero_grad(set_to_none=True)
             step += 1
             trained_samples += len(picked)
-            curve.append([step, round(float(loss), 4)])
+            value = loss.detach().item()
+            curve.append([step, round(value, 4)])
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
             if on_step is not None:
-                on_step(step, float(loss))
+                on_step(step, value)
     except KeyboardInterrupt:
         bar.close()
         manifest.update(status="interrupted", steps_done=step, loss_curve=curve)
