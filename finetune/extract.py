@@ -153,7 +153,7 @@ _ZH_VERB_END = re.compile(
 _ZH_SENT_END = re.compile(r"[。！？；…!?;]")
 # After a quotation: 黛玉说着，/ 黛玉笑道。 (a tag that ends the sentence, not a colon).
 _ZH_POST_VERB = r"(?<!听)(?<!听了)(?:说着|说毕|说罢|说完|笑道|叹道|冷笑道|道)"
-_ZH_STOP_IN_NAME = set("说道笑问叹哭便因又也忙只却听见了着的是在不这那一个人去来向对和与同众都曰云叫喝")
+_ZH_STOP_IN_NAME = set("说道笑问叹哭便因又也忙只却听见了着的是在不这那一个人去来向对和与同众都曰")
 # A speech clause with no subject of its own: 又道 / 冷笑道 / 便说道 / 因问 / 忙笑着说道.
 _ZH_BARE = "笑冷叹哭忙又便因也都只遂乃复再才方就先一面着了说道问曰云答回应叫喊嚷骂啐喝大高低悄向亦即还"
 _ZH_VERB_TAIL = re.compile(rf"[{_ZH_BARE}]*$")
