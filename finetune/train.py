@@ -82,7 +82,7 @@ class Base:
 
     folder: Path
     gguf_file: str | None
-    label: str
+    label: str  # what llm.py's transformers backend resolves: a packaged name or a path
 
     @property
     def path(self) -> Path:
@@ -99,7 +99,8 @@ def resolve_base(name: str = "") -> Base:
             path = llm.prepare_default_model(size)
         except llm.ModelMissing as exc:
             raise TrainError(str(exc)) from None
-        return Base(path.parent, path.name, f"qwen2.5-coder-{size}-instruct (GGUF)")
+        # The packaged name (not a path) so llm.py finds the same base on any machine.
+        return Base(path.parent, path.name, f"qwen2.5-{size}")
     path = Path(name).expanduser()
     if not path.exists():
         path = settings.find_checkpoint(name) or path

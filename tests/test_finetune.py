@@ -190,3 +190,19 @@ def test_train_cli_errors_are_one_sentence(tmp_path: Path, tiny_qwen_dir: Path):
     r = run_cli("train", "daiyu", "--data", str(_dataset(tmp_path / "d.jsonl")), "--base", str(tiny_qwen_dir),
                 "--resume")
     assert r.returncode == 2 and "Nothing to resume" in r.stderr
+
+
+def test_adapter_serves_through_llm_transformers_backend(tmp_path: Path, tiny_qwen_dir: Path):  # noqa: F811
+    llm = pytest.importorskip("llm")
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from finetune.train import TrainConfig, train
+
+    train("daiyu", _dataset(tmp_path / "d.jsonl"), base=str(tiny_qwen_dir), config=TrainConfig(steps=2),
+          progress=False)
+    # The character id is enough: llm.py finds the adapter and, through its manifest, the base model.
+    chat = llm.get_chat_model(llm_backend="transformers", llm_model="", llm_adapter="daiyu", max_tokens=4,
+                              temperature=0.0)
+    assert chat.source.adapter_dir is not None and chat.source.model_dir == tiny_qwen_dir
+    reply = chat.invoke([SystemMessage("You are Lin Daiyu."), HumanMessage("Hello?")])
+    assert isinstance(reply.content, str) and reply.content
