@@ -1,0 +1,170 @@
+"""Text handling for speech: sentences, language runs by script, numbers read in Chinese."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_RE = re.compile(f"[{_CJK}]")
+_LATIN_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# A sentence ends at CJK terminators, or at . ! ? followed by space/end (so 3.14 stays whole).
+_SENT_END = re.compile(r"([。！？!?；;…]+[”’\"』」)）]*|\.(?=\s|$)[”’\"』」)）]*|\n+)")
+_ABBREV = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Mt.", "vs.", "e.g.", "i.e.", "etc.")
+
+
+@dataclass
+class Run:
+    """A stretch of text in one language ('zh' or 'en')."""
+
+    text: str
+    lang: str
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK_RE.search(text))
+
+
+def detect_lang(text: str, default: str = "en") -> str:
+    """'zh' when the text has more CJK characters than Latin letters, 'en' when fewer."""
+    zh, en = len(_CJK_RE.findall(text)), len(re.findall(r"[A-Za-z]+", text))
+    if zh == en == 0:
+        return default
+    return "zh" if zh >= en else "en"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences, keeping each terminator with its sentence."""
+    out: list[str] = []
+    buf = ""
+    for piece in _SENT_END.split(text):
+        if not piece:
+            continue
+        buf += piece
+        if _SENT_END.fullmatch(piece) and not buf.rstrip().endswith(_ABBREV):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def split_runs(text: str, lang: str = "auto") -> list[Run]:
+    """Split mixed text by script into runs of one language each.
+
+    Neutral characters (digits, spaces, punctuation) stay with the run they are in, so
+    '我今年18岁' is one Chinese run and 'Hello, 世界' is 'Hello, ' + '世界'.
+    """
+    default = detect_lang(text, "en") if lang == "auto" else lang
+    runs: list[Run] = []
+    cur_lang: str | None = None
+    buf = ""
+    for ch in text:
+        kind = "zh" if _CJK_RE.match(ch) else "en" if _LATIN_RE.match(ch) else None
+        if kind is None or kind == cur_lang or cur_lang is None:
+            buf += ch
+            cur_lang = cur_lang or kind
+            continue
+        runs.append(Run(buf, cur_lang))
+        buf, cur_lang = ch, kind
+    if buf:
+        runs.append(Run(buf, cur_lang or default))
+    # Keep only runs with something to say; punctuation-only runs join their neighbour.
+    merged: list[Run] = []
+    for run in runs:
+        if merged and not re.search(r"\w", run.text):
+            merged[-1].text += run.text
+        else:
+            merged.append(run)
+    return [r for r in merged if re.search(r"\w", r.text)]
+
+
+class SentenceBuffer:
+    """Collects streamed tokens and hands out each sentence as soon as it is complete."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def feed(self, token: str) -> list[str]:
+        """Add a token; return the sentences it completed."""
+        self._buf += token
+        sentences = split_sentences(self._buf)
+        if not sentences:
+            return []
+        # The last piece may still grow unless the buffer ends in a terminator we trust.
+        tail_done = bool(re.search(r"[。！？!?；;…\n]\s*$", self._buf)) and not self._buf.rstrip().endswith(_ABBREV)
+        done = sentences if tail_done else sentences[:-1]
+        if done:
+            keep = "" if tail_done else sentences[-1]
+            self._buf = keep
+        return done
+
+    def flush(self) -> list[str]:
+        """Whatever is left when the stream ends."""
+        rest, self._buf = self._buf, ""
+        return split_sentences(rest)
+
+
+def sentences_from_tokens(tokens: Iterable[str]) -> Iterator[str]:
+    """Turn a token stream into a sentence stream."""
+    buf = SentenceBuffer()
+    for token in tokens:
+        yield from buf.feed(token)
+    yield from buf.flush()
+
+
+_DIGITS = "零一二三四五六七八九"
+_UNITS = ["", "十", "百", "千"]
+
+
+def _four(n: int) -> str:
+    s, zero = "", False
+    for i in range(3, -1, -1):
+        d = n // 10**i % 10
+        if d == 0:
+            zero = bool(s)
+            continue
+        if zero:
+            s += "零"
+            zero = False
+        s += _DIGITS[d] + _UNITS[i]
+    return s
+
+
+def int_to_chinese(n: int) -> str:
+    """Read an integer the Chinese way: 18 -> 十八, 10005 -> 一万零五."""
+    if n == 0:
+        return "零"
+    if n < 0:
+        return "负" + int_to_chinese(-n)
+    big = ["", "万", "亿", "万亿"]
+    chunks: list[int] = []
+    while n:
+        n, chunk = divmod(n, 10_000)
+        chunks.append(chunk)
+    text = ""
+    for i in range(len(chunks) - 1, -1, -1):
+        chunk = chunks[i]
+        if chunk == 0:
+            continue
+        if text and (chunk < 1000 or chunks[i + 1] == 0) and not text.endswith("零"):
+            text += "零"
+        text += _four(chunk) + big[i]
+    return text[1:] if text.startswith("一十") else text
+
+
+def numbers_to_chinese(text: str) -> str:
+    """Replace Arabic numbers (and decimals, percents) by Chinese numerals for engines that need words."""
+
+    def one(m: re.Match[str]) -> str:
+        whole, frac, pct = m.group(1), m.group(2), m.group(3)
+        if len(whole) > 12:  # a long code, read digit by digit
+            words = "".join(_DIGITS[int(c)] for c in whole)
+        else:
+            words = int_to_chinese(int(whole))
+        if frac:
+            words += "点" + "".join(_DIGITS[int(c)] for c in frac)
+        return ("百分之" + words) if pct else words
+
+    return re.sub(r"(\d+)(?:\.(\d+))?(%?)", one, re.sub(r"(?<=\d),(?=\d{3})", "", text))
