@@ -1,7 +1,13 @@
 """Make the two character portraits from skimage.data.astronaut() (public domain, NASA): python avatars/make_avatars.py"""
-import sys; sys.path.insert(0, '.')
-import cv2, numpy as np, skimage.data
-from talking_head.face import detect_face
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from talking_head.face import detect_face  # noqa: E402
 
 src = skimage.data.astronaut()  # RGB 512x512
 crop = src[10:340, 60:390]  # head and shoulders
@@ -12,8 +18,10 @@ suit = ((h < 18) | (h > 170)) & (s > 120) & (v > 60)  # the orange suit
 suit &= np.arange(512)[:, None] > 250  # below the face: hair shadows are orange too
 suit = cv2.GaussianBlur(suit.astype(np.float32), (0, 0), 2)
 
-def recolor(hue, sat_scale, val_scale):
-    hh = np.where(suit > 0.5, hue, h); ss = np.clip(s * np.where(suit > 0.5, sat_scale, 1.0), 0, 255)
+def recolor(hue: int, sat_scale: float, val_scale: float) -> np.ndarray:
+    """The crop with the suit's hue replaced."""
+    hh = np.where(suit > 0.5, hue, h)
+    ss = np.clip(s * np.where(suit > 0.5, sat_scale, 1.0), 0, 255)
     vv = np.clip(v * np.where(suit > 0.5, val_scale, 1.0), 0, 255)
     out = cv2.cvtColor(cv2.merge([hh.astype(np.uint8), ss.astype(np.uint8), vv.astype(np.uint8)]), cv2.COLOR_HSV2RGB)
     a = suit[..., None]
@@ -38,4 +46,4 @@ e = np.clip(e * vign[..., None], 0, 255).astype(np.uint8)
 for name, img in (("daiyu", d), ("elizabeth", e)):
     face = detect_face(img)
     print(name, "face found" if face else "NO FACE", face.height if face else None)
-    cv2.imwrite(f"avatars/{name}.png", img[..., ::-1])
+    cv2.imwrite(str(Path(__file__).resolve().parent / f"{name}.png"), img[..., ::-1])
