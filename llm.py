@@ -406,6 +406,11 @@ class LlamaCppChat(BaseChatModel):
 # ------------------------------------------------------------- transformers backend
 
 _HF_MODELS: dict[tuple, tuple[Any, Any]] = {}
+# Qwen2.5's chat format (the finetune stage trains with the same), for tokenizers without a template.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 _HF_LOCK = threading.Lock()
 
 
@@ -423,8 +428,15 @@ def resolve_adapter(adapter: str) -> Path | None:
     if not adapter:
         return None
     candidates = [Path(adapter).expanduser()]
-    for base in (settings_mod.paths().checkpoints, settings_mod.models_dir(), settings_mod.BUNDLED.checkpoints):
-        candidates.append(base / "adapters" / adapter)
+    try:
+        from characters import safe_id
+
+        folder_name = safe_id(adapter)
+    except Exception:  # not a valid character id: only the literal path can match
+        folder_name = None
+    if folder_name:
+        for base in (settings_mod.paths().checkpoints, settings_mod.models_dir(), settings_mod.BUNDLED.checkpoints):
+            candidates.append(base / "adapters" / folder_name)
     for folder in candidates:
         if (folder / "adapter_config.json").is_file():
             return folder
@@ -483,6 +495,8 @@ def _load_hf(source: HFSource, trust_remote_code: bool) -> tuple[Any, Any]:
         if source.gguf_file:
             kwargs["gguf_file"] = source.gguf_file
         tokenizer = AutoTokenizer.from_pretrained(source.model_dir, **kwargs)
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML  # a GGUF-derived tokenizer may arrive without one
         if cuda and importlib.util.find_spec("bitsandbytes") and not source.gguf_file:
             from transformers import BitsAndBytesConfig
 
@@ -494,6 +508,12 @@ def _load_hf(source: HFSource, trust_remote_code: bool) -> tuple[Any, Any]:
             # fp32 on CPU: bf16 matmuls are slower than fp32 on most CPUs without AMX.
             kwargs["dtype"] = torch.float16 if cuda else torch.float32
         model = AutoModelForCausalLM.from_pretrained(source.model_dir, **kwargs)
+        if source.gguf_file:
+            # transformers dequantised the GGUF but leaves it marked quantized; peft refuses that.
+            model.hf_quantizer = None
+            model.is_quantized = False
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
         if cuda and "device_map" not in kwargs:
             model = model.to("cuda")
         if source.adapter_dir is not None:
@@ -572,24 +592,25 @@ class TransformersChat(BaseChatModel):
 
         criteria = StoppingCriteriaList([_Cancel()])
         error: list[BaseException] = []
+        generated: list[int] = []  # token count, known once generate() returns
 
         def run() -> None:
             try:
                 if seed is not None:
                     torch.manual_seed(int(seed))
                 with torch.inference_mode():
-                    model.generate(**inputs, **gen, streamer=streamer, stopping_criteria=criteria)
+                    out = model.generate(**inputs, **gen, streamer=streamer, stopping_criteria=criteria)
+                generated.append(int(out.shape[1] - inputs["input_ids"].shape[1]))
             except BaseException as exc:
                 error.append(exc)
                 streamer.end()
 
         worker = threading.Thread(target=run, name="hf-generate", daemon=True)
         worker.start()
-        text_so_far, emitted, n_out = "", 0, 0
+        text_so_far, emitted = "", 0
         finish = "length"
         try:
             for piece in streamer:
-                n_out += 1
                 text_so_far += piece
                 # Stop strings: cut at the first one; hold back a tail that could be
                 # the start of one so it is never streamed and then retracted.
@@ -616,6 +637,7 @@ class TransformersChat(BaseChatModel):
             worker.join()
         if error:
             raise error[0]
+        n_out = generated[0] if generated else len(tokenizer.encode(text_so_far, add_special_tokens=False))
         if finish != "stop" and n_out < gen["max_new_tokens"]:
             finish = "stop"
         n_in = int(inputs["input_ids"].shape[1])
