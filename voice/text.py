@@ -89,16 +89,18 @@ class SentenceBuffer:
     def feed(self, token: str) -> list[str]:
         """Add a token; return the sentences it completed."""
         self._buf += token
-        sentences = split_sentences(self._buf)
-        if not sentences:
+        cut = 0
+        for m in _SENT_END.finditer(self._buf):
+            end = m.end()
+            if end == len(self._buf) and m.group().startswith("."):
+                continue  # '3.' may become '3.14', 'Mr.' may be followed by a name: wait for more
+            if self._buf[:end].rstrip().endswith(_ABBREV):
+                continue
+            cut = end
+        if not cut:
             return []
-        # The last piece may still grow unless the buffer ends in a terminator we trust.
-        tail_done = bool(re.search(r"[。！？!?；;…\n]\s*$", self._buf)) and not self._buf.rstrip().endswith(_ABBREV)
-        done = sentences if tail_done else sentences[:-1]
-        if done:
-            keep = "" if tail_done else sentences[-1]
-            self._buf = keep
-        return done
+        done, self._buf = self._buf[:cut], self._buf[cut:]
+        return split_sentences(done)
 
     def flush(self) -> list[str]:
         """Whatever is left when the stream ends."""
