@@ -293,11 +293,15 @@ def test_llamacpp_settings_reach_the_model_and_the_prefix_cache_is_reused(small_
     capped = model.invoke(ask, max_tokens=6)
     assert capped.usage_metadata["output_tokens"] == 6
     assert capped.response_metadata["finish_reason"] == "length"
-    again = model.invoke(ask, max_tokens=6)
-    assert again.content == capped.content  # temperature 0: deterministic
+    # Temperature 0 is greedy whatever the seed. (Compared between two cached runs: a cold
+    # prompt pass is batched differently and may tip a near-tie the other way.)
+    greedy = {str(model.invoke(ask, max_tokens=6, seed=s).content) for s in (1, 2)}
+    assert len(greedy) == 1
+    hot = {str(model.invoke(ask, max_tokens=6, temperature=1.5, top_p=1.0, seed=s).content) for s in (1, 2, 3)}
+    assert len(hot) > 1  # the temperature reached the sampler
     # A follow-up sharing the persona prefix evaluates only its new tokens.
     follow = list(model.stream([persona, HumanMessage("And the flowers?")], max_tokens=3))
-    timings = follow[-1].response_metadata["timings"]
+    timings = next(c.response_metadata["timings"] for c in follow if "timings" in c.response_metadata)
     assert timings["cache_n"] > 100 and timings["prompt_n"] < 30
     stopped = _text(model.stream(ask, max_tokens=40, stop=[" "]))
     assert " " not in stopped
