@@ -1,0 +1,235 @@
+"""A character's knowledge store on disk, and hybrid search over it.
+
+Layout under ``stores/<character>/``::
+
+    CURRENT                 name of the live version folder (replaced atomically)
+    v-<time>-<pid>/         one complete build: manifest.json, chroma/, bm25/, chunks.jsonl
+    upgrade.json            progress of a background index upgrade, if any
+
+A build writes a new version folder aside and only then points CURRENT at it, so an
+interrupted build leaves the previous version answering. The manifest records the
+embedder, its dimension and the Chroma collection name: opening the store with
+another embedder is refused, and a missing or empty collection is an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from characters import safe_id
+from knowledge_base import keywords
+from knowledge_base.embedders import get_embedder
+from settings import paths
+
+FORMAT = 1
+RRF_K = 60  # reciprocal-rank-fusion constant (the usual 60)
+CANDIDATES = 50  # per retriever, before fusion
+
+
+class StoreError(RuntimeError):
+    """The store is missing, empty or built differently; the message says how to fix it."""
+
+
+@dataclass
+class Hit:
+    text: str
+    source: str
+    chapter: str
+    score: float
+    chunk_id: str
+    index: int = 0
+    matched: list[str] = field(default_factory=list)  # query words found in the passage
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def store_root(character_id: str) -> Path:
+    return paths().store(safe_id(character_id))
+
+
+def collection_name(character_id: str, embedder: str) -> str:
+    """A Chroma-legal collection name (3-63 chars of [a-zA-Z0-9._-]) for any character id."""
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", character_id).strip("-")[:24] or "c"
+    digest = hashlib.sha1(character_id.encode()).hexdigest()[:8]
+    emb = re.sub(r"[^a-zA-Z0-9]+", "-", embedder).strip("-")[:20]
+    return f"zy-{slug}-{digest}-{emb}"
+
+
+def chroma_client(folder: Path):
+    """A persistent Chroma client with telemetry off (this app never phones home)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    return chromadb.PersistentClient(path=str(folder), settings=ChromaSettings(anonymized_telemetry=False))
+
+
+def current_version(root: Path) -> Path | None:
+    marker = root / "CURRENT"
+    if not marker.is_file():
+        return None
+    version = root / marker.read_text(encoding="utf-8").strip()
+    return version if (version / "manifest.json").is_file() else None
+
+
+def set_current(root: Path, version: Path) -> None:
+    """Point CURRENT at a finished version folder, atomically (write aside, then rename)."""
+    tmp = root / f"CURRENT.{os.getpid()}.tmp"
+    tmp.write_text(version.name, encoding="utf-8")
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / "CURRENT")
+
+
+def read_manifest(version: Path) -> dict:
+    return json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+
+
+def read_chunks(version: Path) -> list[dict]:
+    with (version / "chunks.jsonl").open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+class KnowledgeStore:
+    """An opened version of a character's store; ``search`` is hybrid dense + BM25."""
+
+    _cache: dict[tuple[str, str, str], KnowledgeStore] = {}
+    _cache_lock = threading.Lock()
+
+    def __init__(self, character_id: str, version: Path, embedder: str | None = None) -> None:
+        self.character_id = character_id
+        self.version = version
+        self.manifest = read_manifest(version)
+        if self.manifest.get("format") != FORMAT:
+            raise StoreError(
+                f"The store of '{character_id}' was written by another version of Zhiyin; rebuild it with "
+                f"`python gen_chroma.py build {character_id} --rebuild`."
+            )
+        indexes = self.manifest["dense"]  # embedder name -> {collection, dim, complete}
+        active = self.manifest["active"]
+        if embedder and embedder not in ("auto", active):
+            if embedder in indexes and indexes[embedder].get("complete"):
+                active = embedder
+            else:
+                built = ", ".join(f"'{n}' ({i['dim']}-d)" for n, i in indexes.items())
+                raise StoreError(
+                    f"The store of '{character_id}' was built with {built}, not '{embedder}'. Rebuild it with "
+                    f"`python gen_chroma.py build {character_id} --embedder {embedder} --rebuild`, or search "
+                    f"with the embedder it was built with."
+                )
+        self.embedder_name = active
+        info = indexes[active]
+        self.collection_name = info["collection"]
+        self.dim = int(info["dim"])
+        self.chunks = read_chunks(version)
+        self._row = {c["id"]: i for i, c in enumerate(self.chunks)}
+        client = chroma_client(version / "chroma")
+        try:
+            self._collection = client.get_collection(self.collection_name, embedding_function=None)
+        except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on version
+            raise StoreError(
+                f"The store of '{character_id}' has no collection '{self.collection_name}' "
+                f"(it may have been opened under another name or damaged); rebuild it with "
+                f"`python gen_chroma.py build {character_id} --rebuild`."
+            ) from exc
+        count = self._collection.count()
+        if count == 0 or not self.chunks:
+            raise StoreError(
+                f"The store of '{character_id}' is empty: no passages to search. Add a book with "
+                f"`python gen_chroma.py build {character_id} PATH/TO/BOOK.txt`."
+            )
+        keywords.add_words(self.manifest.get("names", []))
+        self._keywords = keywords.KeywordIndex.load(version / "bm25")
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, character_id: str, embedder: str | None = None) -> KnowledgeStore:
+        """The live version of a character's store (cached per process, refreshed after a rebuild)."""
+        cid = safe_id(character_id)
+        root = store_root(cid)
+        version = current_version(root)
+        if version is None:
+            raise StoreError(
+                f"'{cid}' has no knowledge store yet. Build it with `python gen_chroma.py build {cid}` "
+                f"(add PATH/TO/BOOK.txt to give it a book)."
+            )
+        key = (str(root), version.name, embedder or "")
+        with cls._cache_lock:
+            store = cls._cache.get(key)
+            if store is None:
+                store = cls(cid, version, embedder)
+                for old in [k for k in cls._cache if k[0] == key[0]]:
+                    del cls._cache[old]
+                cls._cache[key] = store
+        return store
+
+    @classmethod
+    def exists(cls, character_id: str) -> bool:
+        return current_version(store_root(character_id)) is not None
+
+    # ---- searching -----------------------------------------------------------------------
+    def _dense(self, query: str, n: int) -> list[int]:
+        vec = get_embedder(self.embedder_name).embed([query], query=True)[0]
+        res = self._collection.query(query_embeddings=[vec.tolist()], n_results=min(n, len(self.chunks)),
+                                     include=[])
+        return [self._row[i] for i in res["ids"][0] if i in self._row]
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        """The k passages that best answer ``query``, best first (dense + BM25, rank-fused)."""
+        query = query.strip()
+        if not query:
+            return []
+        q_tokens = keywords.tokenize(query)
+        bm25, coverage = self._keywords.scores(q_tokens)
+        fused: dict[int, float] = {}
+        for rank, row in enumerate(self._dense(query, CANDIDATES)):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+        if coverage > 0:
+            top = np.argsort(-bm25)[:CANDIDATES]
+            # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
+            for rank, row in enumerate(r for r in top if bm25[r] > 0):
+                fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
+        best = sorted(fused, key=lambda r: -fused[r])[:k]
+        hits = []
+        for row in best:
+            c = self.chunks[row]
+            low = c["text"].lower()
+            matched = sorted({t for t in q_tokens if t in low}, key=len, reverse=True)
+            hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
+                            c["index"], matched))
+        return hits
+
+    def neighbours(self, hit: Hit, before: int = 1, after: int = 1) -> str:
+        """The hit's passage with its neighbouring chunks from the same source, for more context."""
+        row = self._row[hit.chunk_id]
+        rows = [r for r in range(row - before, row + after + 1)
+                if 0 <= r < len(self.chunks) and self.chunks[r]["source"] == hit.source]
+        return "".join(self.chunks[r]["text"] for r in rows)
+
+    def stats(self) -> dict:
+        m = self.manifest
+        return {
+            "character": self.character_id,
+            "version": self.version.name,
+            "embedder": self.embedder_name,
+            "dim": self.dim,
+            "collection": self.collection_name,
+            "indexes": {n: {"dim": i["dim"], "complete": i["complete"]} for n, i in m["dense"].items()},
+            "files": len(m["files"]),
+            "chunks": len(self.chunks),
+            "characters": sum(f["chars"] for f in m["files"].values()),
+            "built": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"])),
+        }
+
+
+def remove_version(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
