@@ -58,11 +58,64 @@ def _looks_binary(raw: bytes) -> bool:
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return False
     if b"\x00" in sample:
-        # UTF-16 without BOM has a NUL in every other byte; binaries have them scattered.
-        even, odd = sample[0::2].count(0), sample[1::2].count(0)
-        return not (max(even, odd) > len(sample) // 4 and min(even, odd) < len(sample) // 50)
+        # Text never holds NULs, except UTF-16 without a BOM (recognised by what it decodes to).
+        return _utf16_without_bom(sample) is None
     control = sum(1 for b in sample if b < 9 or 13 < b < 32)
     return control > len(sample) // 20
+
+
+# The most frequent Chinese characters, simplified and traditional: the right decoding of a
+# Chinese book is full of them, a wrong one (Big5 bytes read as GBK) almost never.
+_COMMON_HANZI = set(
+    "了的不一来道人是说我这他你去着也儿玉有宝个子又贾里那们见只太便好在笑家上么得大姐头听就出回知日要下都"
+    "心事二老过话还起自如看叫到没两母些时之今小问因凤奶等娘可什呢忙夫想面才爷中王打进此倒罢样吃和正姑无几后"
+    "黛天然前为意再别门丫走外作三袭怎众妹生方多将明已身把以气何钗亲给拿与手坐十年用若请房且发薛春命妈政原花"
+    "姨所处先平边己谁琏瞧住管内女死送连至早告东会香林往西月虽带应必口从分怕四声当放未能云却安点眼哥理敢开喜"
+    "李成地金字书红难情病真竟半并官姥跟诉句咱更婆酒银各白湘向哭同园使言觉五钱府于名紫定少快比珍主或该做答探"
+    "闹行而尤睡件经氏屋故茶间常果夜接风饭细语相脸干张衣鹃找妇鸳忽既神鸯思本邢其者入完水急但色算底來說這著兒"
+    "寶個賈裡們見麼頭聽過話還沒兩時問鳳爺進罷樣無幾後為別門襲眾將氣釵親給與請發媽處邊誰璉內連東會雖帶應從聲"
+    "當雲卻點開書紅難並訴銀園覺錢於該鬧經間風飯細語臉幹張鵑婦鴛鴦"
+)
+
+
+def _text_like(ch: str) -> bool:
+    """A character of ordinary prose: ASCII, Latin letters, CJK ideographs or punctuation."""
+    o = ord(ch)
+    return (32 <= o < 0x250 or ch in "\n\r\t" or 0x4E00 <= o <= 0x9FFF or 0x3000 <= o <= 0x303F
+            or 0xFF00 <= o <= 0xFFEF or 0x2000 <= o <= 0x206F)
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' when the bytes are UTF-16 text with no BOM, else None.
+
+    Checked before UTF-8, because ASCII text in UTF-16 is also valid UTF-8 (with NULs),
+    and before the binary test, because Chinese in UTF-16 has NULs only here and there.
+    A binary read as UTF-16 scatters over the whole of Unicode; prose stays in a few blocks.
+    """
+    sample = sample[:4096]
+    if b"\x00" not in sample:
+        return None
+    sample = sample[: len(sample) // 2 * 2]
+    for enc in ("utf-16-le", "utf-16-be"):
+        text = sample.decode(enc, errors="replace")
+        if text and sum(map(_text_like, text)) >= 0.9 * len(text):
+            return enc
+    return None
+
+
+def _chinese_legacy(raw: bytes) -> tuple[str, str] | None:
+    """GB18030 or Big5, whichever decodes strictly and reads as common Chinese; None if neither."""
+    decoded = []
+    for enc in ("gb18030", "big5"):
+        try:
+            decoded.append((raw.decode(enc), enc))
+        except UnicodeDecodeError:
+            continue
+    if not decoded:
+        return None
+    # GB18030 accepts nearly any byte pair, so Big5 text usually decodes as GB18030 too,
+    # into nonsense: keep the decoding with the most common characters.
+    return max(decoded, key=lambda d: sum(ch in _COMMON_HANZI for ch in d[0][:100_000]))
 
 
 def decode(raw: bytes) -> tuple[str, str]:
@@ -71,21 +124,19 @@ def decode(raw: bytes) -> tuple[str, str]:
         return raw[3:].decode("utf-8", errors="replace"), "utf-8-sig"
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16", errors="replace"), "utf-16"
+    sample = raw[:200_000]
+    enc16 = _utf16_without_bom(sample)
+    if enc16:
+        return raw.decode(enc16, errors="replace"), enc16
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    sample = raw[:200_000]
-    if b"\x00" in sample[:4096]:
-        enc = "utf-16-le" if sample[1::2].count(0) > sample[0::2].count(0) else "utf-16-be"
-        return raw.decode(enc, errors="replace"), enc
     # Chinese books are usually GB18030 (a superset of GBK/GB2312) or Big5; try the strict
     # decoders first, since statistical detection confuses them on short samples.
-    for enc in ("gb18030", "big5"):
-        try:
-            return raw.decode(enc), enc
-        except UnicodeDecodeError:
-            continue
+    legacy = _chinese_legacy(raw)
+    if legacy:
+        return legacy
     best = from_bytes(sample).best()
     if best is None:
         raise ReadError("could not recognise the text encoding; save the file as UTF-8 and try again.")

@@ -1,0 +1,473 @@
+"""The knowledge base: reading any encoding, chunking, the store contract, incremental builds,
+the background upgrade and the gen_chroma CLI. Real Chroma on disk, the real packaged USE embedder."""
+from __future__ import annotations
+
+import codecs
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import gen_chroma
+from characters import CharacterError
+from knowledge_base import builder
+from knowledge_base.builder import build, upgrade, upgrade_status
+from knowledge_base.chunking import chunk_document
+from knowledge_base.reading import ReadError, decode, normalise, read_document
+from knowledge_base.store import (
+    KnowledgeStore,
+    StoreError,
+    chroma_client,
+    current_version,
+    read_chunks,
+    read_manifest,
+    store_root,
+)
+from settings import paths
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ---- small books written for these tests ------------------------------------------------------
+ZH_CHAPTERS = {
+    "第一回 林黛玉抛父进京都": [
+        "却说黛玉自那日弃舟登岸时，便有荣国府打发了轿子并拉行李的车辆久候了。",
+        "黛玉自幼体弱多病，从会吃饮食时便吃药，如今每日还吃着人参养荣丸。",
+        "贾母一见外孙女，便搂入怀中，心肝儿肉叫着大哭起来，众人无不掩面涕泣。",
+        "宝玉看罢，笑道：“这个妹妹我曾见过的。”贾母笑道：“可又是胡说，你又何曾见过他？”",
+    ],
+    "第二回 贾宝玉品茶栊翠庵": [
+        "妙玉亲自向风炉上扇滚了水，另泡了一壶茶，用的是五年前收的梅花上的雪。",
+        "宝钗笑道：“你这茶是旧年蠲的雨水么？”妙玉冷笑道：“你这么个人，竟是大俗人，连水也尝不出来。”",
+        "刘姥姥吃了一口，笑道：“好是好，就是淡些，再熬浓些更好了。”众人都笑起来。",
+    ],
+    "第三回 潇湘馆春困发幽情": [
+        "那潇湘馆里凤尾森森，龙吟细细，一带翠竹掩着粉垣，窗下案上设着笔砚。",
+        "紫鹃端了一盏龙井茶来，黛玉只吃了一口，便又歪在床上看书。",
+        "宝玉在窗外听见黛玉细细的长叹了一声道：“每日家情思睡昏昏。”",
+    ],
+}
+EN_CHAPTERS = {
+    "Chapter 1": [
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife.",
+        '"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park '
+        'is let at last?"',
+        "Mr. Bennet replied that he had not, and his wife told him that a young man of large fortune "
+        "from the north of England had taken it.",
+    ],
+    "Chapter 2": [
+        "Mr. Bennet was among the earliest of those who waited on Mr. Bingley. He had always intended "
+        "to visit him, though to the last always assuring his wife that he should not go.",
+        "Kitty coughed all the time, and her mother scolded her for having no discretion in her coughs.",
+    ],
+    "Chapter 3": [
+        "Mr. Darcy looked at Elizabeth and coldly said: \"She is tolerable, but not handsome enough to "
+        'tempt me; I am in no humour at present to give consequence to young ladies who are slighted."',
+        "Elizabeth remained with no very cordial feelings towards him, but she told the story with great "
+        "spirit among her friends, for she had a lively, playful disposition.",
+    ],
+}
+
+
+def book(chapters: dict[str, list[str]], sep: str = "\n\n") -> str:
+    """A book text: each heading, then its paragraphs, blank lines between."""
+    return sep.join(f"{title}{sep}{sep.join(paras)}" for title, paras in chapters.items()) + "\n"
+
+
+ZH_TEXT = book(ZH_CHAPTERS)
+EN_TEXT = book(EN_CHAPTERS)
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.fixture
+def zh_book(tmp_path: Path) -> Path:
+    return write(tmp_path / "in" / "hong.txt", ZH_TEXT)
+
+
+@pytest.fixture
+def en_book(tmp_path: Path) -> Path:
+    return write(tmp_path / "in" / "pride.txt", EN_TEXT)
+
+
+@pytest.fixture
+def zh_store(zh_book: Path) -> str:
+    """A character 'lin' built from the Chinese book with USE."""
+    build("lin", [zh_book], name="林黛玉", embedder="use")
+    return "lin"
+
+
+def texts_folder(cid: str) -> Path:
+    return paths().knowledge / cid / "texts"
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The real entry point in a child process (exit code, stdout and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, str(REPO / "gen_chroma.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+# ---- reading: encodings, markup, chapters ------------------------------------------------------
+@pytest.mark.parametrize(
+    "encoding, prefix",
+    [
+        ("utf-8", b""),
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+        ("utf-16-le", b""),  # UTF-16 without a BOM (Windows Notepad "Unicode" minus the mark)
+        ("gb18030", b""),
+    ],
+)
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_encoding_reads_to_the_same_text_with_chapters(tmp_path, encoding, prefix, lang):
+    text, chapters = (ZH_TEXT, ZH_CHAPTERS) if lang == "zh" else (EN_TEXT, EN_CHAPTERS)
+    path = tmp_path / "book.txt"
+    path.write_bytes(prefix + text.encode(encoding))
+    doc = read_document(path)
+    assert doc.text == normalise(text)
+    assert "\x00" not in doc.text and "\ufeff" not in doc.text
+    assert [c.title for c in doc.chapters] == list(chapters)
+    for ch in doc.chapters:  # every offset points at its heading
+        assert doc.text[ch.start:].startswith(ch.title)
+
+
+def test_big5_traditional_chinese_is_not_read_as_gb18030(tmp_path):
+    # Traditional text in Big5: GB18030 also decodes these bytes (into nonsense); Big5 must win.
+    trad = (
+        "第一回 林黛玉拋父進京都\n\n黛玉自幼體弱多病，每日還吃著人參養榮丸。賈母一見外孫女，便摟入懷中大哭起來。\n\n"
+        "第二回 賈寶玉品茶櫳翠庵\n\n妙玉另泡了一壺茶，用的是五年前收的梅花上的雪。寶玉說這個妹妹我曾見過的。\n"
+    )
+    path = write(tmp_path / "trad.txt", trad, "big5")
+    doc = read_document(path)
+    assert doc.encoding == "big5"
+    assert doc.text == normalise(trad)
+    assert [c.title for c in doc.chapters] == ["第一回 林黛玉拋父進京都", "第二回 賈寶玉品茶櫳翠庵"]
+
+
+def test_chapter_heading_styles():
+    text = normalise(
+        "序\n\n第十二章 风雪山神庙\n\n正文。\n\n　　第一百二十回 甄士隐详说太虚情\n\n正文。\n\n"
+        "CHAPTER XII\n\nBody.\n\nChapter 7. The Ball\n\nBody. In chapter 3 we saw nothing.\n"
+    )
+    from knowledge_base.reading import find_chapters
+
+    titles = [c.title for c in find_chapters(text)]
+    assert titles == ["第十二章 风雪山神庙", "第一百二十回 甄士隐详说太虚情", "CHAPTER XII", "Chapter 7. The Ball"]
+
+
+def test_html_paragraph_markup_and_crlf_are_normalised(tmp_path):
+    html = "".join(f"<p>{t}</p>\r\n" + "".join(f"<p class='x'>{p}</p>\r\n" for p in ps) for t, ps in ZH_CHAPTERS.items())
+    html = html.replace("妙玉", "妙玉&amp;").replace("紫鹃", "紫鹃<br/>")
+    doc = read_document(write(tmp_path / "web.txt", html))
+    assert "<" not in doc.text and ">" not in doc.text and "\r" not in doc.text
+    assert "妙玉&亲自" in doc.text  # entities unescaped
+    assert [c.title for c in doc.chapters] == list(ZH_CHAPTERS)
+
+
+def test_markdown_file_is_read(tmp_path):
+    doc = read_document(write(tmp_path / "notes.md", EN_TEXT))
+    assert doc.text == normalise(EN_TEXT)
+    assert len(doc.chapters) == 3
+
+
+def make_epub(path: Path, chapters: dict[str, list[str]]) -> Path:
+    """A minimal valid EPUB 3 (mimetype first, stored), one XHTML file per chapter."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
+        zf.writestr("META-INF/container.xml",
+                    '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:'
+                    'xmlns:container"><rootfiles><rootfile full-path="OEBPS/content.opf" media-type='
+                    '"application/oebps-package+xml"/></rootfiles></container>')
+        zf.writestr("OEBPS/content.opf", '<?xml version="1.0"?><package version="3.0"/>')
+        for n, (title, paras) in enumerate(chapters.items(), 1):
+            body = "".join(f"<p>{p}</p>\n" for p in paras)
+            zf.writestr(f"OEBPS/ch{n:02d}.xhtml",
+                        f'<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
+                        f"<head><title>BOOK TITLE {n}</title><style>p {{margin:0}}</style></head>"
+                        f"<body><h2>{title}</h2>\n{body}</body></html>")
+    return path
+
+
+def test_epub_is_read_in_order_without_markup(tmp_path):
+    doc = read_document(make_epub(tmp_path / "pride.epub", EN_CHAPTERS))
+    assert [c.title for c in doc.chapters] == list(EN_CHAPTERS)
+    assert "<" not in doc.text and "BOOK TITLE" not in doc.text and "margin" not in doc.text
+    assert "not handsome enough to tempt me" in doc.text
+    assert doc.text.index("Netherfield Park") < doc.text.index("Kitty coughed")
+
+
+def test_chunks_carry_their_chapter_and_never_straddle_chapters():
+    doc = read_document_from_text(ZH_TEXT)
+    chunks = chunk_document(doc, "hong.txt")
+    assert {c.chapter for c in chunks} == set(ZH_CHAPTERS)
+    for c in chunks:
+        others = [t for t in ZH_CHAPTERS if t != c.chapter]
+        assert not any(p in c.text for t in others for p in ZH_CHAPTERS[t])
+        assert len(c.text) <= 300 + 60 + 50  # target + overlap + one heading's slack
+    assert len({c.id for c in chunks}) == len(chunks)
+
+
+def read_document_from_text(text: str, name: str = "t.txt"):
+    from knowledge_base.reading import Document, find_chapters
+
+    clean = normalise(text)
+    return Document(Path(name), clean, "utf-8", find_chapters(clean))
+
+
+def test_plain_ascii_decodes_and_a_binary_is_refused(tmp_path):
+    assert decode(b"plain ascii")[0] == "plain ascii"
+    junk = write(tmp_path / "photo.txt", "")
+    junk.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ReadError, match="binary"):
+        read_document(junk)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_binary_and_empty_files_are_skipped_and_the_rest_is_built(tmp_path, zh_book):
+    binary = tmp_path / "in" / "cover.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 200)
+    empty = write(tmp_path / "in" / "empty.txt", "")
+    report = build("lin", [binary, zh_book, empty], embedder="use")
+    reasons = {Path(s["file"]).name: s["reason"] for s in report.skipped}
+    assert set(reasons) == {"cover.txt", "empty.txt"}
+    assert "binary" in reasons["cover.txt"] and "empty" in reasons["empty.txt"]
+    assert sorted(p.name for p in texts_folder("lin").iterdir()) == ["hong.txt"]  # nothing bad was copied
+    hits = KnowledgeStore.open("lin").search("梅花上的雪", k=1)
+    assert hits and "梅花上的雪" in hits[0].text
+
+
+def test_cli_only_bad_files_exits_2_with_a_message_and_no_traceback(tmp_path):
+    empty = write(tmp_path / "empty.txt", "")
+    rc = gen_chroma.main(["build", "nobody", str(empty), "--no-upgrade", "--quiet"])
+    assert rc == 2
+    assert not KnowledgeStore.exists("nobody")
+
+
+def test_cli_refuses_a_path_like_character_id(tmp_path, zh_book):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli("build", "../x", str(zh_book), "--no-upgrade", "--quiet")
+    assert proc.returncode == 2
+    assert "not a valid character id" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside ZHIYIN_HOME
+    assert not (paths().home.parent / "x").exists()
+    for bad in ("../x", "a/b", "..", "/etc"):
+        with pytest.raises(CharacterError):
+            build(bad, [zh_book], embedder="use")
+        with pytest.raises(CharacterError):
+            KnowledgeStore.open(bad)
+
+
+def test_character_id_with_spaces_is_made_safe(zh_book):
+    report = build("Lin Dai Yu", [zh_book], embedder="use")
+    assert report.character == "Lin-Dai-Yu"
+    assert (paths().stores / "Lin-Dai-Yu" / "CURRENT").is_file()
+    assert KnowledgeStore.open("Lin Dai Yu").search("人参养荣丸", k=1)
+
+
+def test_hostile_file_names_stay_inside_the_texts_folder(tmp_path):
+    src = write(tmp_path / "in" / "..evil name.txt", EN_TEXT)
+    build("eliza", [src], embedder="use")
+    names = [p.name for p in texts_folder("eliza").iterdir()]
+    assert names == ["evil name.txt"]
+    assert builder.safe_filename("../../etc/passwd") == "passwd"
+    assert builder.safe_filename("..\\..\\x.txt") == "x.txt"
+
+
+# ---- the store contract -------------------------------------------------------------------------
+def test_manifest_records_embedder_dim_and_collection(zh_store):
+    version = current_version(store_root(zh_store))
+    m = read_manifest(version)
+    assert m["active"] == "use"
+    info = m["dense"]["use"]
+    assert info["dim"] == 512 and info["complete"] is True
+    col = chroma_client(version / "chroma").get_collection(info["collection"])
+    assert col.count() == m["chunks"] == len(read_chunks(version))
+    assert col.metadata["embedder"] == "use" and col.metadata["dim"] == 512
+    assert m["files"]["hong.txt"]["chapters"] == 3 and m["files"]["hong.txt"]["encoding"] == "utf-8"
+
+
+def test_opening_with_another_embedder_is_refused(zh_store, capsys):
+    with pytest.raises(StoreError, match=r"built with 'use' \(512-d\), not 'e5'.*--rebuild"):
+        KnowledgeStore.open(zh_store, embedder="e5")
+    assert gen_chroma.main(["search", zh_store, "茶", "--embedder", "e5"]) == 2
+    assert "not 'e5'" in capsys.readouterr().err
+
+
+def _forget_open_stores() -> None:
+    KnowledgeStore._cache.clear()  # the process-wide cache would hand back the healthy store
+
+
+def test_deleted_collection_is_an_error_not_zero_hits(zh_store):
+    version = current_version(store_root(zh_store))
+    name = read_manifest(version)["dense"]["use"]["collection"]
+    chroma_client(version / "chroma").delete_collection(name)
+    _forget_open_stores()
+    with pytest.raises(StoreError, match="no collection"):
+        KnowledgeStore.open(zh_store)
+
+
+def test_empty_collection_is_an_error_not_zero_hits(zh_store):
+    version = current_version(store_root(zh_store))
+    col = chroma_client(version / "chroma").get_collection(read_manifest(version)["dense"]["use"]["collection"])
+    col.delete(ids=col.get(include=[])["ids"])
+    _forget_open_stores()
+    with pytest.raises(StoreError, match="empty"):
+        KnowledgeStore.open(zh_store)
+
+
+def test_store_opened_under_another_collection_name_is_an_error(zh_store):
+    # The peer project's bug: a wrong collection name silently reads an empty collection.
+    version = current_version(store_root(zh_store))
+    m = read_manifest(version)
+    m["dense"]["use"]["collection"] = "zy-some-other-name"
+    (version / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    _forget_open_stores()
+    with pytest.raises(StoreError, match="no collection 'zy-some-other-name'"):
+        KnowledgeStore.open(zh_store)
+    client = chroma_client(version / "chroma")
+    assert "zy-some-other-name" not in [c.name for c in client.list_collections()]  # nothing was created
+
+
+def test_missing_store_is_an_error_naming_the_build_command():
+    with pytest.raises(StoreError, match="gen_chroma.py build ghost"):
+        KnowledgeStore.open("ghost")
+
+
+def test_search_returns_hits_with_chapter_and_source(zh_store):
+    store = KnowledgeStore.open(zh_store)
+    hits = store.search("妙玉泡茶用的是什么水？", k=3)
+    assert 1 <= len(hits) <= 3
+    top = hits[0]
+    assert "梅花上的雪" in top.text
+    assert top.chapter == "第二回 贾宝玉品茶栊翠庵" and top.source == "hong.txt"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert store.search("   ") == []
+    around = store.neighbours(top)
+    assert top.text in around and len(around) >= len(top.text)
+
+
+def test_english_search_finds_the_right_chapter(en_book):
+    build("eliza", [en_book], embedder="use")
+    hits = KnowledgeStore.open("eliza").search("What did Darcy say when he would not dance with Elizabeth?", k=2)
+    assert hits[0].chapter == "Chapter 3" and "not handsome enough" in hits[0].text
+
+
+def test_cli_search_json_schema(zh_store, capsys):
+    capsys.readouterr()
+    assert gen_chroma.main(["search", zh_store, "人参养荣丸", "潇湘馆", "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["query"] for r in out] == ["人参养荣丸", "潇湘馆"]
+    for r in out:
+        assert set(r) == {"query", "hits"}
+        assert 1 <= len(r["hits"]) <= 2
+        for h in r["hits"]:
+            assert {"text", "source", "chapter", "score"} <= set(h)
+            assert isinstance(h["text"], str) and isinstance(h["score"], float)
+            assert h["source"] == "hong.txt" and h["chapter"] in ZH_CHAPTERS
+    assert "人参养荣丸" in out[0]["hits"][0]["text"]
+
+
+def test_cli_build_json_summary(en_book, capsys):
+    assert gen_chroma.main(["build", "eliza", str(en_book), "--json", "--no-upgrade", "--quiet",
+                            "--embedder", "use", "--name", "Elizabeth Bennet", "--lang", "en"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert set(report) == set(builder.BuildReport(character="x").to_dict())
+    assert report["character"] == "eliza" and report["added"] == ["pride.txt"]
+    assert report["chunks"] == report["embedded"] > 0 and report["embedder"] == "use"
+    assert report["up_to_date"] is False
+    assert gen_chroma.main(["status", "eliza", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["store"]["chunks"] == report["chunks"] and status["store"]["embedder"] == "use"
+
+
+# ---- incremental builds -------------------------------------------------------------------------
+def test_unchanged_rebuild_is_up_to_date_and_embeds_nothing(zh_store, zh_book):
+    before = current_version(store_root(zh_store))
+    report = build(zh_store, [zh_book], embedder="use")
+    assert report.up_to_date and report.embedded == 0
+    assert report.unchanged == ["hong.txt"] and not (report.added or report.changed or report.removed)
+    assert current_version(store_root(zh_store)) == before
+
+
+def test_changing_one_file_re_embeds_only_its_chunks(tmp_path, zh_book, en_book):
+    first = build("mix", [zh_book, en_book], embedder="use")
+    en_chunks = read_manifest(current_version(store_root("mix")))["files"]["pride.txt"]["chunks"]
+    changed = EN_TEXT.replace("Kitty coughed all the time", "Lydia laughed at the militia officers")
+    write(en_book, changed)
+    report = build("mix", [en_book], embedder="use")
+    assert report.changed == ["pride.txt"] and report.unchanged == ["hong.txt"]
+    assert 0 < report.embedded <= en_chunks < first.chunks
+    store = KnowledgeStore.open("mix")
+    texts = " ".join(c["text"] for c in store.chunks)
+    assert "Lydia laughed" in texts and "Kitty coughed" not in texts
+    assert store._collection.count() == len(store.chunks) == report.chunks
+    assert "Lydia laughed" in store.search("Lydia laughed at the officers", k=1)[0].text
+
+
+def test_removing_a_file_removes_its_passages(zh_book, en_book):
+    build("mix", [zh_book, en_book], embedder="use")
+    (texts_folder("mix") / "pride.txt").unlink()
+    report = build("mix", embedder="use")
+    assert report.removed == ["pride.txt"] and report.embedded == 0
+    store = KnowledgeStore.open("mix")
+    assert {c["source"] for c in store.chunks} == {"hong.txt"}
+    assert store._collection.count() == len(store.chunks)
+    for hit in store.search("Netherfield Park is let at last", k=5):
+        assert hit.source == "hong.txt"
+
+
+def test_current_swaps_and_keeps_the_previous_version_until_the_next_build(tmp_path, zh_book, en_book):
+    root = store_root(build("mix", [zh_book], embedder="use").character)
+    v1 = current_version(root)
+    build("mix", [en_book], embedder="use")
+    v2 = current_version(root)
+    assert v2 != v1 and (root / "CURRENT").read_text().strip() == v2.name
+    assert v1.is_dir()  # the previous version stays whole until the next build
+    old = KnowledgeStore("mix", v1)
+    assert {h.source for h in old.search("Netherfield", k=5)} == {"hong.txt"}
+    write(texts_folder("mix") / "more.txt", "第四回 新章\n\n宝玉又到潇湘馆来看黛玉。\n")
+    build("mix", embedder="use")
+    v3 = current_version(root)
+    assert not v1.exists() and v2.is_dir() and v3 != v2
+    assert sorted(p.name for p in root.glob("v-*")) == sorted([v2.name, v3.name])
+    assert not list(root.glob("CURRENT.*"))  # no temp marker left behind
+
+
+def test_rebuild_flag_re_embeds_everything_with_cached_vectors(zh_store, zh_book):
+    n = read_manifest(current_version(store_root(zh_store)))["chunks"]
+    report = build(zh_store, rebuild=True, embedder="use")
+    assert not report.up_to_date and report.embedded == report.chunks == n
+
+
+# ---- background upgrade -------------------------------------------------------------------------
+def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path):
+    small = write(tmp_path / "in" / "tiny.txt", book({t: ps[:2] for t, ps in list(ZH_CHAPTERS.items())[:2]}))
+    report = build("tiny", [small], embedder="auto")
+    assert report.upgrade_pending and report.embedder == "use"
+    stages: list[str] = []
+    assert upgrade("tiny", progress=lambda s, d, t: stages.append(s)) is True
+    assert {"embed", "done"} <= set(stages)
+    m = read_manifest(current_version(store_root("tiny")))
+    assert m["active"] == "e5" and m["dense"]["e5"] == {**m["dense"]["e5"], "dim": 384, "complete": True}
+    assert m["dense"]["use"]["complete"] is True
+    store = KnowledgeStore.open("tiny")
+    assert store.embedder_name == "e5" and store.dim == 384
+    assert "梅花上的雪" in store.search("妙玉泡茶用的什么水", k=1)[0].text
+    assert upgrade_status("tiny")["stage"] == "done"
+    assert not build("tiny", [small]).upgrade_pending  # up to date, already upgraded
+    # A new book after the upgrade: searchable at once with USE; e5 is stale until the next upgrade.
+    more = write(tmp_path / "in" / "more.txt", "第九回 新书\n\n香菱学诗，黛玉教她先读王维的五言律。\n")
+    after = build("tiny", [more])
+    assert after.upgrade_pending and after.embedder == "use"
+    store = KnowledgeStore.open("tiny")
+    assert store.embedder_name == "use"
+    assert "香菱学诗" in store.search("香菱学诗", k=1)[0].text
