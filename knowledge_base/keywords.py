@@ -24,7 +24,7 @@ ZH_STOP = set(
 EN_STOP = set(
     "a an the of to in on at by for with from and or but is are was were be been being it its this that these those "
     "what which who whom whose when where why how did does do done has have had he she his her him they them their "
-    "i you we me my your our us not no as so than then there here into about after before did said says".split()
+    "i you we me my your our us not no as so than then there here into about after before did said says mr mrs".split()
 )
 _lock = threading.Lock()
 

@@ -1,0 +1,435 @@
+"""The retrieval chain: a character answers from her book, with sources, streaming.
+
+``Companion(character, mode="reader"|"roleplay").chat(text)`` retrieves passages from the
+character's knowledge store, assembles a prompt inside explicit token budgets and streams
+the chat model's answer. The prompt is ordered for llama.cpp's prefix cache:
+
+    [system: card + mode rules]  static for the whole conversation
+    [earlier turns, verbatim]    unchanged since they were sent
+    [this turn: new passages + the character's own lines + the question]
+
+so a follow-up turn only evaluates what is new. (Putting this turn's passages before the
+history would make every follow-up re-read the whole history.)
+
+CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay] [--json]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from characters import Card, CharacterError, load_card
+from knowledge_base.store import Hit, KnowledgeStore, StoreError
+from registry import Registry
+from settings import Settings, load_settings
+
+
+class ChatError(RuntimeError):
+    """Something the user can fix (no store, no model); the message says how."""
+
+
+# ------------------------------------------------------------------------ budgets
+def count_tokens(text: str) -> int:
+    """A close, model-free token estimate: Qwen's BPE spends ~0.7 token per Chinese
+    character and ~0.25 per other character (measured on this corpus)."""
+    cjk = len(re.findall(r"[\u3000-\u9fff\uff00-\uffef]", text))
+    return int(cjk * 0.7 + (len(text) - cjk) * 0.25) + 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Token budgets for each part of the prompt (the answer's own budget is max_tokens)."""
+
+    card: int = 450
+    passages: int = 700  # this turn's new passages
+    passage: int = 260  # one passage, trimmed around the words that matched
+    examples: int = 160  # the character's own lines
+    history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
+
+
+def trim_passage(text: str, matched: list[str], budget: int) -> str:
+    """Cut a passage to ``budget`` tokens, centred on the first matched word (whole text if it fits)."""
+    if count_tokens(text) <= budget:
+        return text
+    ratio = len(text) / max(count_tokens(text), 1)
+    width = int(budget * ratio)
+    pos = min((text.find(w) for w in matched if w in text), default=0)
+    start = max(0, min(pos - width // 3, len(text) - width))
+    return ("…" if start else "") + text[start : start + width] + ("…" if start + width < len(text) else "")
+
+
+# --------------------------------------------------------------------- retrieval
+class StoreRetriever(BaseRetriever):
+    """A LangChain retriever over a character's KnowledgeStore (hybrid search)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    store: Any
+    k: int = 4
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun | None = None
+    ) -> list[Document]:
+        return [Document(page_content=h.text, metadata=h.to_dict()) for h in self.store.search(query, k=self.k)]
+
+
+# --------------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class Mode:
+    """How the character is asked to answer, per language."""
+
+    name: str
+    rules: dict[str, str]
+    cite: bool  # ask for chapter citations
+
+
+MODES: Registry[Mode] = Registry("mode")
+
+_READER = Mode(
+    "reader",
+    {
+        "zh": (
+            "现在有读者向你请教书中的事。请只根据下面【书中段落】回答，简洁准确，先给出答案，"
+            "再用（见第X回）注明出处；如果段落里没有答案，就直说“书里没有写到这一点”，不要编造。"
+            "你仍是{name}本人，用“我”说话，不要自称AI或助手。"
+        ),
+        "en": (
+            "A reader is asking you about the book. Answer only from the [Passages] below: give the answer "
+            "first, briefly, then cite the chapter as (Chapter N). If the passages do not contain the answer, "
+            "say plainly that the book does not tell. You are still {name}: speak as \"I\", never as an AI or assistant."
+        ),
+    },
+    cite=True,
+)
+_ROLEPLAY = Mode(
+    "roleplay",
+    {
+        "zh": (
+            "现在是你与来访者的闲谈。你就是{name}本人，始终用第一人称“我”说话，用你自己的口吻和性情，"
+            "绝不提到自己是AI、模型或助手，绝不用第三人称称呼自己（不要说“{name}她”）。"
+            "可以参考【书中段落】里你经历过的事，回答两三句即可。"
+        ),
+        "en": (
+            "You are chatting with a visitor. You ARE {name}: always speak in the first person (\"I\"), in your own "
+            "voice and temper; never mention being an AI, a model or an assistant, and never refer to {name} in the "
+            "third person. You may draw on the [Passages] for what you lived through. Answer in two or three sentences."
+        ),
+    },
+    cite=False,
+)
+for _m in (_READER, _ROLEPLAY):
+    MODES.register(_m.name)(lambda m=_m: m)
+
+_LABELS = {
+    "zh": {"passages": "【书中段落】", "examples": "【你在书中说过的话】", "question": "【问题】", "none": "（没有检索到相关段落）",
+           "chat": "【来访者说】"},
+    "en": {"passages": "[Passages]", "examples": "[Lines you said in the book]", "question": "[Question]",
+           "none": "(no relevant passage was found)", "chat": "[The visitor says]"},
+}
+
+
+def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
+    """The static head of every prompt: who she is, how she speaks, and the mode's rules."""
+    lang = "zh" if card.language == "zh" else "en"
+    parts = [card.persona.strip(), card.speaking_style.strip(), mode.rules[lang].format(name=card.name)]
+    text = "\n\n".join(p for p in parts if p)
+    while count_tokens(text) > budget.card and len(text) > 100:
+        text = text[: int(len(text) * 0.9)]  # an over-long card is cut, never the rules at its end
+        text = "\n\n".join([text, mode.rules[lang].format(name=card.name)])
+    return text
+
+
+# ------------------------------------------------------------------------ the chat
+@dataclass
+class Turn:
+    question: str
+    prompt: str  # what was actually sent for this turn (passages included), replayed verbatim later
+    answer: str
+    sources: list[dict] = field(default_factory=list)
+
+
+class Companion:
+    """One conversation with one character: ``chat(text)`` streams; ``last_sources`` cites."""
+
+    def __init__(
+        self,
+        character: str | Card,
+        mode: str = "reader",
+        llm: BaseChatModel | None = None,
+        settings: Settings | None = None,
+        k: int = 4,
+        budget: Budget | None = None,
+    ) -> None:
+        try:
+            self.card = character if isinstance(character, Card) else load_card(character)
+        except CharacterError as exc:
+            raise ChatError(str(exc)) from exc
+        self.settings = settings or load_settings()
+        self.mode = MODES.create(mode)
+        self.budget = budget or Budget()
+        self.k = k
+        self._llm = llm
+        self._store: KnowledgeStore | None = None
+        self.history: list[Turn] = []
+        self.last_sources: list[dict] = []
+        self.last_timings: dict[str, float] = {}
+        self.last_warning = ""
+        self._seen: set[str] = set()  # chunk ids already in the conversation's prompt
+
+    # ---- parts --------------------------------------------------------------------------
+    @property
+    def llm(self) -> BaseChatModel:
+        if self._llm is None:
+            from llm import ModelMissing, get_chat_model
+
+            try:
+                self._llm = get_chat_model(self.settings)
+            except ModelMissing as exc:
+                raise ChatError(str(exc)) from exc
+        return self._llm
+
+    @property
+    def store(self) -> KnowledgeStore:
+        if self._store is None:
+            try:
+                self._store = KnowledgeStore.open(self.card.id)
+            except StoreError as exc:
+                raise ChatError(str(exc)) from exc
+        return self._store
+
+    @property
+    def retriever(self) -> StoreRetriever:
+        return StoreRetriever(store=self.store, k=self.k)
+
+    @property
+    def lang(self) -> str:
+        return "zh" if self.card.language == "zh" else "en"
+
+    def set_mode(self, mode: str) -> None:
+        """Switch reader/roleplay; the conversation restarts since the system prompt changes."""
+        if mode != self.mode.name:
+            self.mode = MODES.create(mode)
+            self.reset()
+
+    def reset(self) -> None:
+        self.history.clear()
+        self._seen.clear()
+        self.last_sources, self.last_timings, self.last_warning = [], {}, ""
+
+    def greeting(self) -> str:
+        return self.card.greeting or (f"我是{self.card.name}。" if self.lang == "zh" else f"I am {self.card.name}.")
+
+    # ---- prompt ---------------------------------------------------------------------------
+    def _passages(self, hits: list[Hit]) -> list[tuple[Hit, str]]:
+        """New passages for this turn (ones already in the conversation are not repeated), within budget."""
+        chosen, used = [], 0
+        for h in hits:
+            if h.chunk_id in self._seen:
+                continue
+            text = trim_passage(" ".join(h.text.split()) if self.lang == "en" else h.text, h.matched,
+                                self.budget.passage)
+            cost = count_tokens(text)
+            if chosen and used + cost > self.budget.passages:
+                break
+            chosen.append((h, text))
+            used += cost
+        return chosen
+
+    def _own_lines(self, hits: list[Hit]) -> list[str]:
+        """A few lines the character herself speaks in the retrieved passages (how she talks about this)."""
+        from finetune.extract import extract_lines  # the same rules that build fine-tuning data
+
+        lines, used = [], 0
+        for h in hits:
+            for line in extract_lines(h.text, self.card.names, language=self.lang):
+                said = line.output.strip()
+                cost = count_tokens(said)
+                if said in lines or used + cost > self.budget.examples:
+                    continue
+                lines.append(said)
+                used += cost
+        return lines[:3]
+
+    def _turn_prompt(self, text: str, passages: list[tuple[Hit, str]], lines: list[str]) -> str:
+        lab = _LABELS[self.lang]
+        parts = [lab["passages"]]
+        if passages:
+            for n, (h, body) in enumerate(passages, 1):
+                where = " · ".join(x for x in (h.chapter, h.source) if x)
+                parts.append(f"[{n}] {where}\n{body}")
+        elif not self.history:
+            parts.append(lab["none"])
+        else:
+            parts = []  # the passages of earlier turns are still in the conversation above
+        if lines:
+            parts.append(lab["examples"] + "\n" + "\n".join(f"“{x}”" if self.lang == "zh" else f'"{x}"' for x in lines))
+        parts.append((lab["question"] if self.mode.cite else lab["chat"]) + "\n" + text)
+        return "\n\n".join(parts)
+
+    def _history_messages(self) -> list[BaseMessage]:
+        """Earlier turns, newest kept, verbatim (so the prefix cache still matches), within budget."""
+        kept: list[Turn] = []
+        used = 0
+        for turn in reversed(self.history):
+            cost = count_tokens(turn.prompt) + count_tokens(turn.answer)
+            if used + cost > self.budget.history:
+                break
+            kept.append(turn)
+            used += cost
+        if len(kept) < len(self.history):
+            # Dropped turns take their passages with them: they may be retrieved again.
+            self._seen = {s["chunk_id"] for t in kept for s in t.sources}
+        msgs: list[BaseMessage] = []
+        for turn in reversed(kept):
+            msgs += [HumanMessage(turn.prompt), AIMessage(turn.answer)]
+        return msgs
+
+    def build_messages(self, text: str) -> tuple[list[BaseMessage], str, list[dict], dict[str, int]]:
+        """The messages for this turn, the turn's own prompt, its sources and tokens per part."""
+        hits = [Hit(**d.metadata) for d in self.retriever.invoke(text)]
+        self.last_warning = "" if hits else "no passage matched this question"
+        passages = self._passages(hits)
+        lines = self._own_lines(hits)
+        history = self._history_messages()
+        system = system_prompt(self.card, self.mode, self.budget)
+        turn_prompt = self._turn_prompt(text, passages, lines)
+        sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
+        tokens = {
+            "card": count_tokens(system),
+            "history": sum(count_tokens(str(m.content)) for m in history),
+            "passages": sum(count_tokens(b) for _, b in passages),
+            "examples": sum(count_tokens(x) for x in lines),
+            "question": count_tokens(text),
+        }
+        return [SystemMessage(system), *history, HumanMessage(turn_prompt)], turn_prompt, sources, tokens
+
+    # ---- the conversation -----------------------------------------------------------------
+    def chat(self, text: str) -> Iterator[str]:
+        """Stream the character's answer to ``text`` token by token; sources and timings follow."""
+        text = text.strip()
+        if not text:
+            return
+        t0 = time.perf_counter()
+        messages, turn_prompt, sources, tokens = self.build_messages(text)
+        t_retrieved = time.perf_counter()
+        answer: list[str] = []
+        first = None
+        try:
+            for chunk in self.llm.stream(messages):
+                piece = chunk.content if isinstance(chunk.content, str) else ""
+                if not piece:
+                    continue
+                if first is None:
+                    first = time.perf_counter()
+                answer.append(piece)
+                yield piece
+        finally:
+            # Whatever was generated (even if the reader stopped early) becomes part of the history.
+            end = time.perf_counter()
+            full = "".join(answer).strip()
+            self.history.append(Turn(text, turn_prompt, full, sources))
+            self._seen |= {s["chunk_id"] for s in sources}
+            self.last_sources = sources
+            self.last_timings = {
+                "retrieve_ms": round((t_retrieved - t0) * 1000, 1),
+                "first_token_ms": round(((first or end) - t0) * 1000, 1),
+                "total_ms": round((end - t0) * 1000, 1),
+            }
+            self.last_tokens = tokens
+
+    def ask(self, text: str) -> str:
+        """The whole answer at once (for scripts and tests)."""
+        return "".join(self.chat(text))
+
+    # ---- export --------------------------------------------------------------------------
+    def export_json(self) -> dict:
+        return {"character": self.card.id, "name": self.card.name, "mode": self.mode.name,
+                "turns": [asdict(t) | {"prompt": None} for t in self.history]}
+
+    def export_markdown(self) -> str:
+        lines = [f"# {self.card.name} — {self.mode.name}", ""]
+        for t in self.history:
+            lines += [f"**You:** {t.question}", "", f"**{self.card.name}:** {t.answer}", ""]
+            for s in t.sources:
+                lines.append(f"> [{s['n']}] {s['chapter'] or s['source']}: {s['passage'][:120]}…")
+            lines.append("")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _ensure_store(character: str) -> None:
+    """Build a missing store first (with progress), as the CLI promises."""
+    if KnowledgeStore.exists(character):
+        return
+    from gen_chroma import TqdmProgress
+    from knowledge_base.builder import build
+
+    print(f"'{character}' has no knowledge store yet; building it first…", file=sys.stderr)
+    bar = TqdmProgress()
+    try:
+        build(character, embedder="use", progress=bar)
+    finally:
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ragchat.py", description="Ask a character about her book, or chat with her.")
+    p.add_argument("character")
+    p.add_argument("-q", "--question", action="append", required=True, help="a turn (repeat for a conversation)")
+    p.add_argument("--mode", choices=MODES.names(), default="reader")
+    p.add_argument("--json", action="store_true", help="print one JSON object per turn instead of streaming")
+    p.add_argument("-k", type=int, default=4, help="passages retrieved per turn")
+    p.add_argument("--backend", help="llamacpp | transformers | openai (default: settings)")
+    p.add_argument("--model", help="model name or path (default: settings)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--max-tokens", type=int)
+    args = p.parse_args(argv)
+    try:
+        from knowledge_base.reading import ReadError
+
+        _ensure_store(args.character)
+        settings = load_settings(llm_backend=args.backend, llm_model=args.model, temperature=args.temperature,
+                                 max_tokens=args.max_tokens)
+        bot = Companion(args.character, mode=args.mode, settings=settings, k=args.k)
+        from llm import model_label
+
+        results = []
+        for q in args.question:
+            if args.json:
+                answer = bot.ask(q)
+                results.append({"question": q, "answer": answer, "sources": bot.last_sources,
+                                "timings": bot.last_timings, "tokens": bot.last_tokens,
+                                "model": model_label(bot.llm), "warning": bot.last_warning or None})
+            else:
+                print(f"\n> {q}", file=sys.stderr)
+                for piece in bot.chat(q):
+                    print(piece, end="", flush=True)
+                print()
+                for s in bot.last_sources:
+                    print(f"  [{s['n']}] {s['chapter'] or '-'} · {s['source']}", file=sys.stderr)
+                if bot.last_warning:
+                    print(f"  ({bot.last_warning})", file=sys.stderr)
+        if args.json:
+            print(json.dumps(results, ensure_ascii=False, indent=1))
+        return 0
+    except (ChatError, CharacterError, StoreError, ReadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
