@@ -143,12 +143,13 @@ _LABELS = {
 def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
     """The static head of every prompt: who she is, how she speaks, and the mode's rules."""
     lang = "zh" if card.language == "zh" else "en"
-    parts = [card.persona.strip(), card.speaking_style.strip(), mode.rules[lang].format(name=card.name)]
-    text = "\n\n".join(p for p in parts if p)
-    while count_tokens(text) > budget.card and len(text) > 100:
-        text = text[: int(len(text) * 0.9)]  # an over-long card is cut, never the rules at its end
-        text = "\n\n".join([text, mode.rules[lang].format(name=card.name)])
-    return text
+    rules = mode.rules[lang].format(name=card.name)
+    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip()) if p)
+    # An over-long card is cut, never the rules at its end (2 tokens spare for the join's rounding).
+    room = budget.card - count_tokens(rules) - 2
+    while head and count_tokens(head) > room:
+        head = head[: int(len(head) * 0.9)]
+    return "\n\n".join(p for p in (head, rules) if p)
 
 
 # ------------------------------------------------------------------------ the chat
