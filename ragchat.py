@@ -67,8 +67,13 @@ def trim_passage(text: str, matched: list[str], budget: int) -> str:
     ratio = len(text) / max(count_tokens(text), 1)
     width = int(budget * ratio)
     pos = min((text.find(w) for w in matched if w in text), default=0)
-    start = max(0, min(pos - width // 3, len(text) - width))
-    return ("…" if start else "") + text[start : start + width] + ("…" if start + width < len(text) else "")
+    while True:
+        start = max(0, min(pos - width // 3, len(text) - width))
+        out = ("…" if start else "") + text[start : start + width] + ("…" if start + width < len(text) else "")
+        if count_tokens(out) <= budget or width <= 1:
+            return out
+        # The window can be denser in CJK than the passage's average (and the "…" cost too): shrink to fit.
+        width = min(width - 1, int(width * 0.95))
 
 
 # --------------------------------------------------------------------- retrieval

@@ -1,0 +1,312 @@
+"""ragchat.py: the retrieval chain streams, cites, keeps its prompt prefix stable and inside budgets.
+
+Chain mechanics run the tiny random Qwen2 (tests/tiny_model.py, transformers backend) over small
+real knowledge stores built here with the USE embedder; its words are noise, so these tests check
+what the chain sends and records, not what the model says. One slow test asks the packaged
+default GGUF a reader question whose answer is a made-up fact that only the passage holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+import llm
+import ragchat
+from knowledge_base.builder import build
+from ragchat import Budget, ChatError, Companion, count_tokens
+from settings import load_settings
+from tests.conftest import REPO
+from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
+
+# An original short "chapter book" in the novel's manner (not the novel's text), with lines
+# that 黛玉 speaks, so retrieval, chapters and the character's own lines all have something to find.
+ZH_BOOK = """第一回　潇湘馆新来一只鹦鹉
+
+这日紫鹃从外头提进一只白鹦鹉来，说是林姑老爷旧日的门生从扬州托人捎来的。那鹦鹉通身雪白，只有头顶一撮黄毛。
+黛玉看了半日，笑道：“它这样白，倒像一团雪似的，就叫它雪团儿罢。”紫鹃便把架子挂在月洞窗外竹子底下。
+自此黛玉每日教它念诗，不上半月，雪团儿竟会念“侬今葬花人笑痴”一句，众人都说奇。
+
+第二回　秋夜听雨写诗
+
+到了秋天，连日阴雨，黛玉夜里睡不着，听着竹梢上的雨声，一连写了七首《秋窗风雨夕》的草稿，又都撕了。
+宝玉冒雨来看她，披着蓑衣，戴着箬笠。黛玉笑道：“哪里来的渔翁？你这一身，倒像画儿上画的。”
+宝玉说这蓑衣是北静王送的，黛玉便不肯再提，只叫雪雁剪了烛花，两人对坐说了一回闲话。
+
+第三回　菊花诗会夺魁
+
+重阳前后，探春起了菊花诗社，限了十二个题目，众人各拣所长。黛玉一气作了三首，李纨评定她第一。
+宝钗笑道：“到底是颦儿，这三首谁也压不过。”黛玉道：“我不过胡诌几句，哪里就当得起第一。”
+散了社，黛玉独自回潇湘馆，对着窗外的竹子站了许久，才叫紫鹃把新作的诗抄在花笺上收好。
+"""
+
+EN_BOOK = """Chapter 1
+
+Elizabeth walked three miles across the muddy fields to Netherfield, because her sister Jane had
+fallen ill there, and she arrived with her petticoat six inches deep in mud.
+
+"I shall be very fit to see Jane, which is all I want," said Elizabeth, when her mother protested.
+
+Chapter 2
+
+At the Meryton assembly Mr. Darcy danced only with Miss Bingley and Mrs. Hurst, and declared that
+Elizabeth was tolerable, but not handsome enough to tempt him.
+
+"I could easily forgive his pride, if he had not mortified mine," said Elizabeth to Charlotte Lucas.
+
+Chapter 3
+
+Elizabeth kept a grey kitten named Pemberley-Puss at Longbourn, a gift from her aunt Gardiner, and
+taught it to sit on the third stair of the staircase while she read.
+"""
+
+
+# ------------------------------------------------------------------------ fixtures
+class Recorder(BaseCallbackHandler):
+    """Records the messages each chat-model call receives (LangChain's own callback, not a fake)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BaseMessage]] = []
+
+    def on_chat_model_start(self, serialized, messages, **kwargs) -> None:  # noqa: ANN001
+        self.calls.append(list(messages[0]))
+
+
+@pytest.fixture
+def tiny_llm(tiny_qwen_dir: Path):  # noqa: F811
+    """A factory for the tiny transformers chat model, optionally recording what it is sent."""
+
+    def make(recorder: Recorder | None = None, max_tokens: int = 6):
+        settings = load_settings(llm_backend="transformers", llm_model=str(tiny_qwen_dir), threads=2,
+                                 temperature=0, max_tokens=max_tokens)
+        return llm.get_chat_model(settings, callbacks=[recorder] if recorder else None)
+
+    return make
+
+
+@pytest.fixture
+def zh_store(tmp_path: Path) -> str:
+    """The bundled 'daiyu' (her card and notes) plus the short book above, built with USE."""
+    book = tmp_path / "in" / "xiaoxiang.txt"
+    book.parent.mkdir()
+    book.write_text(ZH_BOOK, encoding="utf-8")
+    build("daiyu", [book], embedder="use")
+    return "daiyu"
+
+
+@pytest.fixture
+def en_store(tmp_path: Path) -> str:
+    book = tmp_path / "in" / "longbourn.txt"
+    book.parent.mkdir()
+    book.write_text(EN_BOOK, encoding="utf-8")
+    build("elizabeth", [book], embedder="use")
+    return "elizabeth"
+
+
+class FakeEmptyStore:
+    """A fake store whose search finds nothing (a real store always returns its nearest passages)."""
+
+    def search(self, query: str, k: int = 5) -> list:
+        return []
+
+
+# ------------------------------------------------------------------ streaming, sources
+def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, llm=tiny_llm(max_tokens=30))
+    pieces = list(bot.chat("你给那只白鹦鹉取了什么名字？"))
+    assert len(pieces) >= 3 and all(pieces)
+    assert bot.history[-1].answer == "".join(pieces).strip()
+    assert bot.last_sources, "a question about the book must cite passages"
+    prompt = bot.history[-1].prompt
+    for s in bot.last_sources:
+        assert {"n", "chapter", "source", "passage", "chunk_id", "score"} <= set(s)
+        assert s["passage"] and s["passage"] in prompt  # what is cited is what was sent
+    parrot = [s for s in bot.last_sources if "雪团儿" in s["passage"]]
+    assert parrot and parrot[0]["chapter"].startswith("第一回") and parrot[0]["source"] == "xiaoxiang.txt"
+    t = bot.last_timings
+    assert set(t) == {"retrieve_ms", "first_token_ms", "total_ms"}
+    assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["total_ms"]
+    assert set(bot.last_tokens) == {"card", "history", "passages", "examples", "question"}
+
+
+def test_the_characters_own_lines_are_offered_as_examples(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, llm=tiny_llm())
+    bot.ask("你给那只白鹦鹉取了什么名字？")
+    prompt = bot.history[-1].prompt
+    assert "【你在书中说过的话】" in prompt
+    assert "就叫它雪团儿罢" in prompt.split("【你在书中说过的话】")[1]
+
+
+# ------------------------------------------------------------ prefix-cache property
+def test_system_prompt_is_static_and_earlier_turns_are_replayed_verbatim(zh_store, tiny_llm) -> None:
+    rec = Recorder()
+    bot = Companion(zh_store, llm=tiny_llm(rec))
+    questions = ["黛玉给鹦鹉取的名字叫什么？", "秋天下雨的夜里黛玉写了什么？", "菊花诗会谁得了第一？"]
+    for q in questions:
+        bot.ask(q)
+    assert len(rec.calls) == 3
+    first, second, third = rec.calls
+    assert [type(m) for m in first] == [SystemMessage, HumanMessage]
+    assert len({c[0].content for c in rec.calls}) == 1  # identical system prompt every turn
+    # Each request begins with the whole previous request plus the answer it got: llama.cpp's
+    # prefix cache then only evaluates the new turn.
+    for before, after, turn in ((first, second, bot.history[0]), (second, third, bot.history[1])):
+        assert [m.content for m in after[: len(before)]] == [m.content for m in before]
+        assert isinstance(after[len(before)], AIMessage) and after[len(before)].content == turn.answer
+        assert isinstance(after[-1], HumanMessage) and after[-1].content == bot.history[len(before) // 2].prompt
+    assert questions[2] in third[-1].content
+
+
+# ----------------------------------------------------------------------- budgets
+def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm) -> None:
+    budget = Budget(card=150, passages=160, passage=70, examples=30, history=260)
+    rec = Recorder()
+    bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=10), budget=budget, k=4)
+    for q in ["黛玉给鹦鹉取的名字叫什么？", "宝玉冒雨来时穿的是什么？", "菊花诗会谁评的第一？", "雪团儿会念哪句诗？"]:
+        bot.ask(q)
+        tok = bot.last_tokens
+        assert tok["card"] <= budget.card
+        assert tok["passages"] <= budget.passages
+        assert tok["examples"] <= budget.examples
+        assert tok["history"] <= budget.history
+        for s in bot.last_sources:
+            assert count_tokens(s["passage"]) <= budget.passage
+        sent = rec.calls[-1]
+        assert count_tokens(str(sent[0].content)) <= budget.card
+        assert sum(count_tokens(str(m.content)) for m in sent[1:-1]) <= budget.history
+    # A real passage is longer than 70 tokens: trimming happened, around the matched words.
+    assert any(s["passage"].startswith("…") or s["passage"].endswith("…") for t in bot.history for s in t.sources)
+
+
+def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
+    from characters import load_card
+
+    card = load_card(zh_store)
+    for mode in ragchat.MODES.names():
+        rules = ragchat.MODES.create(mode).rules["zh"].format(name=card.name)
+        text = ragchat.system_prompt(card, ragchat.MODES.create(mode), Budget(card=120))
+        assert text.endswith(rules) and text.count(rules) == 1
+        assert count_tokens(text) <= 120
+        assert text.startswith(card.persona.strip()[:10])
+
+
+def test_passages_already_sent_are_not_repeated(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, llm=tiny_llm(), k=2)
+    bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    first, second = bot.history
+    assert first.sources
+    first_ids = {s["chunk_id"] for s in first.sources}
+    assert first_ids.isdisjoint(s["chunk_id"] for s in second.sources)
+    for s in first.sources:
+        assert s["passage"] not in second.prompt
+
+
+def test_history_is_trimmed_oldest_first_when_over_budget(zh_store, tiny_llm) -> None:
+    budget = Budget(passages=120, passage=60, history=200)
+    rec = Recorder()
+    bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=12), budget=budget, k=2)
+    questions = ["黛玉给鹦鹉取的名字叫什么？", "宝玉穿的蓑衣是谁送的？", "菊花诗会谁起的社？", "黛玉夜里写了几首诗？"]
+    for q in questions:
+        bot.ask(q)
+    last = rec.calls[-1]
+    replayed = last[1:-1]
+    assert 0 < len(replayed) < 2 * (len(questions) - 1), "some, not all, earlier turns are kept"
+    assert sum(count_tokens(str(m.content)) for m in replayed) <= budget.history
+    # What is kept is the newest turns, verbatim and in order.
+    full = []
+    for turn in bot.history[:-1]:
+        full += [turn.prompt, turn.answer]
+    assert [m.content for m in replayed] == full[-len(replayed):]
+
+
+# -------------------------------------------------------------------------- modes
+def test_reader_and_roleplay_prompts_differ(zh_store) -> None:
+    reader = Companion(zh_store, mode="reader", llm=object())  # the model is not called
+    roleplay = Companion(zh_store, mode="roleplay", llm=object())
+    q = "你的鹦鹉叫什么？"
+    r_msgs, r_prompt, _, _ = reader.build_messages(q)
+    p_msgs, p_prompt, _, _ = roleplay.build_messages(q)
+    assert r_msgs[0].content != p_msgs[0].content
+    assert "出处" in r_msgs[0].content and "第一人称" in p_msgs[0].content
+    assert "【问题】" in r_prompt and "【来访者说】" in p_prompt
+    roleplay.history.append(ragchat.Turn("x", "y", "z"))
+    roleplay.set_mode("reader")  # switching restarts the conversation (its system prompt changed)
+    assert roleplay.mode.name == "reader" and not roleplay.history
+
+
+def test_english_prompt_uses_english_labels_and_joins_wrapped_lines(en_store, tiny_llm) -> None:
+    bot = Companion(en_store, llm=tiny_llm())
+    bot.ask("What was the name of Elizabeth's kitten?")
+    prompt = bot.history[-1].prompt
+    assert prompt.startswith("[Passages]") and "[Question]\nWhat was the name" in prompt
+    kitten = [s for s in bot.last_sources if "Pemberley-Puss" in s["passage"]]
+    assert kitten and kitten[0]["chapter"].startswith("Chapter 3") and "\n" not in kitten[0]["passage"]
+
+
+# ------------------------------------------------------------------- no hits, errors
+def test_no_hits_is_reported_and_the_prompt_says_no_passage_was_found(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, llm=tiny_llm())
+    bot._store = FakeEmptyStore()  # what a store with no matching passage returns
+    answer = bot.ask("黛玉的鹦鹉叫什么？")
+    assert answer
+    assert bot.last_warning and bot.last_sources == []
+    assert "（没有检索到相关段落）" in bot.history[-1].prompt
+
+
+def test_missing_store_is_a_chat_error_naming_the_build_command(tiny_llm) -> None:
+    bot = Companion("daiyu", llm=tiny_llm())  # a fresh home: her card exists, her store does not
+    with pytest.raises(ChatError, match=r"gen_chroma\.py build daiyu"):
+        bot.ask("你好")
+
+
+def test_unknown_character_is_a_chat_error() -> None:
+    with pytest.raises(ChatError, match="gen_chroma.py build"):
+        Companion("nobody-here")
+
+
+def test_cli_error_is_one_sentence_without_traceback(capsys) -> None:
+    code = ragchat.main(["../etc", "-q", "hi", "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_cli_json_output_schema(en_store, tiny_qwen_dir: Path, zhiyin_home: Path) -> None:  # noqa: F811
+    env = dict(os.environ, ZHIYIN_HOME=str(zhiyin_home), ZHIYIN_LLM_BACKEND="transformers",
+               ZHIYIN_LLM_MODEL=str(tiny_qwen_dir), ZHIYIN_MAX_TOKENS="6", ZHIYIN_THREADS="2")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "ragchat.py"), en_store, "-q", "Why did Elizabeth walk to Netherfield?",
+         "-q", "What did Darcy say of her?", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert isinstance(out, list) and len(out) == 2
+    for row, q in zip(out, ["Why did Elizabeth walk to Netherfield?", "What did Darcy say of her?"], strict=True):
+        assert {"question", "answer", "sources", "timings", "model"} <= set(row)
+        assert row["question"] == q and isinstance(row["answer"], str) and row["answer"]
+        assert set(row["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms"}
+        assert all(isinstance(v, (int, float)) for v in row["timings"].values())
+        assert row["model"] == f"transformers:{tiny_qwen_dir.name}"
+        for s in row["sources"]:
+            assert {"chapter", "source", "passage", "n"} <= set(s)
+    assert out[0]["sources"] and out[0]["sources"][0]["chapter"].startswith("Chapter")
+
+
+# ------------------------------------------------------------- the real default model
+@pytest.mark.slow
+def test_default_gguf_answers_a_reader_question_from_the_passage(zh_store) -> None:
+    llm.prepare_default_model()  # the packaged default, assembled once into ZHIYIN_MODELS
+    model = llm.get_chat_model(load_settings(temperature=0, max_tokens=80, threads=2))
+    bot = Companion(zh_store, mode="reader", llm=model)
+    answer = bot.ask("你给那只白鹦鹉取了什么名字？")
+    # 雪团儿 is made up: only the passage in this store holds it.
+    assert "雪团" in answer, answer
+    assert any("雪团儿" in s["passage"] for s in bot.last_sources)
