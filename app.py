@@ -35,12 +35,13 @@ def show_flash() -> None:
         getattr(st, kind)(text)
 
 
-def current_settings() -> Settings:
+def current_settings() -> Settings | None:
+    """This session's settings (settings.toml < ZHIYIN_* < the Settings page), or None with an error shown."""
     try:
         return load_settings(**state.get("overrides", {}))
     except ValueError as exc:
-        st.error(f"{exc} Fix settings.toml; the built-in defaults are used meanwhile.")
-        return Settings()
+        st.error(f"{exc} Fix or delete that settings.toml, then reload the page.")
+        return None
 
 
 # ------------------------------------------------------------------------------ sidebar
@@ -116,7 +117,7 @@ def show_media(msg: chat.Message, autoplay: bool = False) -> None:
             st.markdown(chat.sources_markdown(msg.sources))
 
 
-def voice_question(card: Card) -> str:
+def voice_question(card: Card, settings: Settings) -> str:
     """The microphone's question, transcribed once per recording ('' when there is none)."""
     lang = "zh" if card.language == "zh" else "en"
     recording = st.sidebar.audio_input("🎙 Speak your question", key="mic")
@@ -131,7 +132,7 @@ def voice_question(card: Card) -> str:
         from voice import transcribe
 
         with st.spinner("Listening…"):
-            return transcribe(data, lang=lang, engine=current_settings().asr_engine).text
+            return transcribe(data, lang=lang, engine=settings.asr_engine).text
     except Exception as exc:
         st.error(errors.message(exc, "transcribing your question"))
         return ""
@@ -196,7 +197,7 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
             show_message(msg, avatar)
     if conv is not None and not ready:
         st.warning(chat.no_knowledge_message(card))
-    spoken = voice_question(card)
+    spoken = voice_question(card, settings)
     typed = st.chat_input(f"Ask {card.name}…" if ready else "Add a book on the Knowledge page first")
     question = (typed or spoken or "").strip()
     if question and conv is not None:
@@ -294,15 +295,15 @@ def settings_page(settings: Settings) -> None:
     backends = BACKENDS.names()
     engines = ["auto", *TTS_ENGINES.names()]
     with st.form("settings"):
-        backend = st.selectbox("Chat model backend", backends,
+        backend = st.selectbox("Chat model backend", backends, key="set_backend",
                                index=backends.index(settings.llm_backend) if settings.llm_backend in backends else 0)
-        model = st.text_input("Model", value=settings.llm_model,
+        model = st.text_input("Model", value=settings.llm_model, key="set_model",
                               help="llamacpp: qwen2.5-1.5b (default), qwen2.5-0.5b or a .gguf path; "
                                    "transformers: a model folder; openai: the server's model name.")
-        temperature = st.slider("Temperature", 0.0, 1.5, float(settings.temperature), 0.05)
-        engine = st.selectbox("Voice engine", engines,
+        temperature = st.slider("Temperature", 0.0, 1.5, float(settings.temperature), 0.05, key="set_temperature")
+        engine = st.selectbox("Voice engine", engines, key="set_engine",
                               index=engines.index(settings.tts_engine) if settings.tts_engine in engines else 0)
-        size = st.radio("Video size", VIDEO_SIZES, horizontal=True,
+        size = st.radio("Video size", VIDEO_SIZES, horizontal=True, key="set_size",
                         index=VIDEO_SIZES.index(settings.video_size) if settings.video_size in VIDEO_SIZES else 0)
         if st.form_submit_button("Apply"):
             state["overrides"] = {"llm_backend": backend, "llm_model": model.strip(), "temperature": temperature,
@@ -321,6 +322,8 @@ def main() -> None:
     page, card, mode = sidebar(cards)
     show_flash()
     settings = current_settings()
+    if settings is None:
+        return
     {"Chat": lambda: chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page(card),
      "Settings": lambda: settings_page(settings)}[page]()
 

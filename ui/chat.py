@@ -109,7 +109,8 @@ def sources_markdown(sources: list[dict]) -> str:
     blocks = []
     for s in sources:
         matched = ", ".join(s.get("matched") or []) or "—"
-        body = highlight(" ".join(str(s.get("passage") or s.get("text") or "").split("\n")), s.get("matched") or [])
+        lines = [x.strip() for x in str(s.get("passage") or s.get("text") or "").splitlines() if x.strip()]
+        body = "  \n> ".join(highlight(x, s.get("matched") or []) for x in lines)
         blocks.append(f"**{escape_markdown(source_title(s))}**  \n"
                       f"matched: {escape_markdown(matched)} · score {s.get('score', 0):.3f}\n\n> {body}")
     return "\n\n".join(blocks)
