@@ -54,10 +54,17 @@ class Budget:
     """Token budgets for each part of the prompt (the answer's own budget is max_tokens)."""
 
     card: int = 450
-    passages: int = 700  # this turn's new passages
+    passages: int = 700  # the first turn's passages
+    # A follow-up's new passages are evaluated while the user waits (everything before them is
+    # cached), so they get less: one passage keeps a follow-up near 3 s on 1.5B (bench/chat_bench.py).
+    followup_passages: int = 260
     passage: int = 260  # one passage, trimmed around the words that matched
     examples: int = 160  # the character's own lines
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
+    # When over budget, drop the oldest turns down to this share of it at once: the following turns
+    # then append to an unchanged prefix instead of every turn shifting the window (which makes
+    # llama.cpp re-read the whole history each turn). 1.0 = a sliding window.
+    history_keep: float = 0.5
 
 
 def trim_passage(text: str, matched: list[str], budget: int) -> str:
@@ -193,6 +200,7 @@ class Companion:
         self.last_timings: dict[str, float] = {}
         self.last_warning = ""
         self._seen: set[str] = set()  # chunk ids already in the conversation's prompt
+        self._first_kept = 0  # index in history of the oldest turn still replayed
 
     # ---- parts --------------------------------------------------------------------------
     @property
@@ -232,6 +240,7 @@ class Companion:
     def reset(self) -> None:
         self.history.clear()
         self._seen.clear()
+        self._first_kept = 0
         self.last_sources, self.last_timings, self.last_warning = [], {}, ""
 
     def greeting(self) -> str:
@@ -241,13 +250,14 @@ class Companion:
     def _passages(self, hits: list[Hit]) -> list[tuple[Hit, str]]:
         """New passages for this turn (ones already in the conversation are not repeated), within budget."""
         chosen, used = [], 0
+        budget = self.budget.followup_passages if self.history else self.budget.passages
         for h in hits:
             if h.chunk_id in self._seen:
                 continue
             text = trim_passage(" ".join(h.text.split()) if self.lang == "en" else h.text, h.matched,
                                 self.budget.passage)
             cost = count_tokens(text)
-            if chosen and used + cost > self.budget.passages:
+            if chosen and used + cost > budget:
                 break
             chosen.append((h, text))
             used += cost
@@ -286,19 +296,20 @@ class Companion:
 
     def _history_messages(self) -> list[BaseMessage]:
         """Earlier turns, newest kept, verbatim (so the prefix cache still matches), within budget."""
-        kept: list[Turn] = []
-        used = 0
-        for turn in reversed(self.history):
-            cost = count_tokens(turn.prompt) + count_tokens(turn.answer)
-            if used + cost > self.budget.history:
-                break
-            kept.append(turn)
-            used += cost
-        if len(kept) < len(self.history):
+
+        def cost(turns: list[Turn]) -> int:
+            return sum(count_tokens(t.prompt) + count_tokens(t.answer) for t in turns)
+
+        start = min(self._first_kept, len(self.history))
+        if cost(self.history[start:]) > self.budget.history:
+            floor = self.budget.history * self.budget.history_keep
+            while start < len(self.history) and cost(self.history[start:]) > floor:
+                start += 1
+            self._first_kept = start
             # Dropped turns take their passages with them: they may be retrieved again.
-            self._seen = {s["chunk_id"] for t in kept for s in t.sources}
+            self._seen = {s["chunk_id"] for t in self.history[start:] for s in t.sources}
         msgs: list[BaseMessage] = []
-        for turn in reversed(kept):
+        for turn in self.history[start:]:
             msgs += [HumanMessage(turn.prompt), AIMessage(turn.answer)]
         return msgs
 

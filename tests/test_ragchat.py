@@ -165,14 +165,14 @@ def test_system_prompt_is_static_and_earlier_turns_are_replayed_verbatim(zh_stor
 
 # ----------------------------------------------------------------------- budgets
 def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm) -> None:
-    budget = Budget(card=150, passages=160, passage=70, examples=30, history=260)
+    budget = Budget(card=150, passages=160, followup_passages=90, passage=70, examples=30, history=260)
     rec = Recorder()
     bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=10), budget=budget, k=4)
-    for q in ["黛玉给鹦鹉取的名字叫什么？", "宝玉冒雨来时穿的是什么？", "菊花诗会谁评的第一？", "雪团儿会念哪句诗？"]:
+    for n, q in enumerate(["黛玉给鹦鹉取的名字叫什么？", "宝玉冒雨来时穿的是什么？", "菊花诗会谁评的第一？", "雪团儿会念哪句诗？"]):
         bot.ask(q)
         tok = bot.last_tokens
         assert tok["card"] <= budget.card
-        assert tok["passages"] <= budget.passages
+        assert tok["passages"] <= (budget.followup_passages if n else budget.passages)
         assert tok["examples"] <= budget.examples
         assert tok["history"] <= budget.history
         for s in bot.last_sources:
@@ -224,6 +224,37 @@ def test_history_is_trimmed_oldest_first_when_over_budget(zh_store, tiny_llm) ->
     for turn in bot.history[:-1]:
         full += [turn.prompt, turn.answer]
     assert [m.content for m in replayed] == full[-len(replayed):]
+
+
+def test_a_follow_up_gets_the_smaller_follow_up_passage_budget(zh_store, tiny_llm) -> None:
+    budget = Budget(passages=600, followup_passages=120, passage=110)
+    bot = Companion(zh_store, llm=tiny_llm(), budget=budget, k=4)
+    bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    assert len(bot.last_sources) >= 3 and bot.last_tokens["passages"] > 120
+    bot.ask("菊花诗会谁评的第一？")
+    assert len(bot.last_sources) == 1 and bot.last_tokens["passages"] <= 120
+
+
+def test_after_a_history_trim_the_next_turns_keep_an_unchanged_prefix(zh_store, tiny_llm) -> None:
+    # Dropping the oldest turn every turn would change the prompt's head every turn, and
+    # llama.cpp would re-read the whole history each time; dropping to half the budget at
+    # once lets the following turns append to an unchanged prefix again.
+    budget = Budget(passages=100, followup_passages=100, passage=100, examples=0, history=500)
+    rec = Recorder()
+    bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=8), budget=budget, k=1)
+    questions = ["黛玉给鹦鹉取的名字叫什么？", "宝玉穿的蓑衣是谁送的？", "菊花诗会谁起的社？", "黛玉夜里写了几首诗？",
+                 "雪团儿会念哪句诗？", "紫鹃把架子挂在哪里？", "李纨评谁第一？", "宝钗说了什么？"]
+    for q in questions:
+        bot.ask(q)
+    prefix_kept = [
+        [m.content for m in after[: len(before)]] == [m.content for m in before]
+        for before, after in zip(rec.calls, rec.calls[1:], strict=False)
+    ]
+    trims = prefix_kept.count(False)
+    assert trims >= 1, "the history budget was exceeded at least once"
+    assert prefix_kept.count(True) > 2 * trims, "most follow-ups extend the previous prompt"
+    for call in rec.calls:
+        assert sum(count_tokens(str(m.content)) for m in call[1:-1]) <= budget.history
 
 
 # -------------------------------------------------------------------------- modes
