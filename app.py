@@ -173,8 +173,10 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
             return
         text = text if isinstance(text, str) else "".join(map(str, text))
         bot = conv.companion
-        msg = chat.Message("assistant", text, sources=list(bot.last_sources),
-                           note="No passage of the book matched this question." if bot.last_warning else "")
+        t = bot.last_timings
+        timing = f"{t.get('first_token_ms', 0) / 1000:.1f} s to the first word, {t.get('total_ms', 0) / 1000:.1f} s in all"
+        note = "No passage of the book matched this question. " if bot.last_warning else ""
+        msg = chat.Message("assistant", text, sources=list(bot.last_sources), note=note + timing)
         conv.messages.append(msg)
         if state.get("voice") and text.strip():
             speak(msg, card, settings, bool(state.get("video")))
@@ -222,9 +224,15 @@ def uploads_of(files) -> list[tuple[str, bytes]]:
     return [(f.name, f.getvalue()) for f in (files or [])]
 
 
+@st.cache_data(max_entries=16, show_spinner="Reading the upload…")
+def inspect_upload(name: str, data: bytes) -> knowledge.UploadInfo:
+    # Cached: every rerun would otherwise decode a 50 MB book again.
+    return knowledge.inspect_upload(name, data)
+
+
 def show_detected(uploads: list[tuple[str, bytes]]) -> None:
     for name, data in uploads:
-        info = knowledge.inspect_upload(name, data)
+        info = inspect_upload(name, data)
         (st.success if info.ok else st.error)(info.summary())
 
 
