@@ -252,7 +252,8 @@ def test_after_a_history_trim_the_next_turns_keep_an_unchanged_prefix(zh_store, 
     ]
     trims = prefix_kept.count(False)
     assert trims >= 1, "the history budget was exceeded at least once"
-    assert prefix_kept.count(True) > 2 * trims, "most follow-ups extend the previous prompt"
+    # A sliding window breaks the prefix on every turn once full (False, False, ...).
+    assert not any(not x and not y for x, y in zip(prefix_kept, prefix_kept[1:], strict=False)), prefix_kept
     for call in rec.calls:
         assert sum(count_tokens(str(m.content)) for m in call[1:-1]) <= budget.history
 
