@@ -190,6 +190,7 @@ def main() -> int:
     p.add_argument("--books", nargs="+", choices=sorted(BOOKS), default=sorted(BOOKS))
     p.add_argument("--upgrade", action="store_true", help="also run the e5 upgrade (10+ min on the Chinese novel)")
     p.add_argument("--home", help="ZHIYIN_HOME to build in (default: a fresh temporary folder)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(REPO)})")
     args = p.parse_args()
     if not CORPUS.is_dir():
         print(f"error: the corpus is not at {CORPUS}; it is needed for this benchmark.", file=sys.stderr)
@@ -200,7 +201,7 @@ def main() -> int:
     load_before = os.getloadavg()
     results = {key: bench_book(key, questions[key], args.upgrade) for key in args.books}
     out = {
-        "command": "python bench/kb_bench.py" + (" --upgrade" if args.upgrade else ""),
+        "command": " ".join(["python", "bench/kb_bench.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_before": [round(x, 1) for x in load_before],
                     "loadavg_after": [round(x, 1) for x in os.getloadavg()]},
@@ -208,13 +209,13 @@ def main() -> int:
         "home": str(home),
         "books": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.home:
         shutil.rmtree(home, ignore_errors=True)
         out["home"] = "(a temporary folder, removed)"
-    RESULTS.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(table(results))
-    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+    print(f"\nwrote {args.out}")
     return 0
 
 

@@ -184,8 +184,10 @@ def build(
         files = _scan(texts_dir(cid))
         report.files = len(files)
         if not files:
+            # Say why the given files were skipped: the report never reaches the user here.
+            why = " ".join(f"Skipped {s['reason']}" for s in report.skipped)
             raise ReadError(
-                f"'{cid}' has no readable texts yet; give a book: "
+                f"'{cid}' has no readable texts yet. {why + ' ' if why else ''}Give a book: "
                 f"`python gen_chroma.py build {cid} PATH/TO/BOOK.txt`."
             )
         hashes = {rel: _sha256(p) for rel, p in files.items()}

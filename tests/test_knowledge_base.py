@@ -244,10 +244,13 @@ def test_binary_and_empty_files_are_skipped_and_the_rest_is_built(tmp_path, zh_b
     assert hits and "梅花上的雪" in hits[0].text
 
 
-def test_cli_only_bad_files_exits_2_with_a_message_and_no_traceback(tmp_path):
+def test_cli_only_bad_files_exits_2_with_a_message_and_no_traceback(tmp_path, capsys):
     empty = write(tmp_path / "empty.txt", "")
     rc = gen_chroma.main(["build", "nobody", str(empty), "--no-upgrade", "--quiet"])
+    err = capsys.readouterr().err
     assert rc == 2
+    assert err.startswith("error: ") and "gen_chroma.py build nobody" in err and "Traceback" not in err
+    assert "empty.txt is empty" in err  # the reason the given file was skipped
     assert not KnowledgeStore.exists("nobody")
 
 
