@@ -13,13 +13,11 @@ CLI: ``python -m llm prepare [--size 1.5b|0.5b]`` and ``python -m llm chat "hell
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
 import queue
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +31,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
+import fileio
 import settings as settings_mod
+from fileio import sha256_file
 from registry import Registry
 from settings import Settings
 
@@ -113,14 +113,6 @@ def _part_files(model: PackagedModel) -> list[Path]:
     return files
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stamp(path: Path) -> Path:
     # Records "sha256 size mtime" once verified, so later loads skip re-hashing 1 GB.
     return path.with_name(path.name + ".sha256")
@@ -133,7 +125,7 @@ def _verified(path: Path, sha256: str) -> bool:
     expected = f"{sha256} {st.st_size} {int(st.st_mtime)}"
     if stamp.is_file() and stamp.read_text().strip() == expected:
         return True
-    if _sha256_file(path) != sha256:
+    if sha256_file(path) != sha256:
         return False
     try:
         stamp.write_text(expected + "\n")
@@ -142,38 +134,9 @@ def _verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def assemble_parts(
-    parts: list[Path], target: Path, sha256: str, progress: bool = True, total: int | None = None
-) -> Path:
-    """Concatenate ``parts`` into ``target`` atomically, verifying ``sha256``; raise ValueError on mismatch."""
-    from tqdm import tqdm
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    total = total or sum(p.stat().st_size for p in parts)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"assembling {target.name}",
-            disable=not progress, file=sys.stderr,
-        ) as bar:
-            for part in parts:
-                with part.open("rb") as fh:
-                    while block := fh.read(1 << 22):
-                        out.write(block)
-                        digest.update(block)
-                        bar.update(len(block))
-        got = digest.hexdigest()
-        if got != sha256:
-            raise ValueError(
-                f"sha256 mismatch assembling {target.name}: expected {sha256}, got {got}. "
-                "Reinstall the part packages (pip install --force-reinstall ...) and try again."
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the assembled model is shared
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+def assemble_parts(parts: list[Path], target: Path, sha256: str, progress: bool = True) -> Path:
+    """Assemble and verify the parts (fileio.assemble_parts), then stamp the result so it isn't re-hashed."""
+    fileio.assemble_parts(parts, target, sha256, progress=progress)
     st = target.stat()
     _stamp(target).write_text(f"{sha256} {st.st_size} {int(st.st_mtime)}\n")
     return target
@@ -190,7 +153,7 @@ def prepare_default_model(size: str = "1.5b", progress: bool = True) -> Path:
         if _verified(existing, model.sha256):
             return existing
         print(f"{existing} fails its sha256 check; assembling it again.", file=sys.stderr)
-    return assemble_parts(_part_files(model), target, model.sha256, progress, model.size_bytes)
+    return assemble_parts(_part_files(model), target, model.sha256, progress)
 
 
 def resolve_gguf(name: str, progress: bool = True) -> Path:
@@ -509,11 +472,7 @@ def _load_hf(source: HFSource, trust_remote_code: bool) -> tuple[Any, Any]:
             kwargs["dtype"] = torch.float16 if cuda else torch.float32
         model = AutoModelForCausalLM.from_pretrained(source.model_dir, **kwargs)
         if source.gguf_file:
-            # transformers dequantised the GGUF but leaves it marked quantized; peft refuses that.
-            model.hf_quantizer = None
-            model.is_quantized = False
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
+            mark_dequantised(model)
         if cuda and "device_map" not in kwargs:
             model = model.to("cuda")
         if source.adapter_dir is not None:
@@ -523,6 +482,15 @@ def _load_hf(source: HFSource, trust_remote_code: bool) -> tuple[Any, Any]:
         model.eval()
         _HF_MODELS[key] = (tokenizer, model)
         return tokenizer, model
+
+
+def mark_dequantised(model: Any) -> None:
+    """Clear the quantized flags transformers leaves on a model it dequantised from a GGUF:
+    peft and save_pretrained refuse a model that still claims to be quantized."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 class TransformersChat(BaseChatModel):

@@ -22,32 +22,10 @@ from registry import Registry
 
 
 def read_text(path: str | Path) -> tuple[str, str]:
-    """Read a text file in any encoding: the lead's knowledge_base reader if present, else our own."""
-    try:  # one reader for the whole app once the knowledge base ships it
-        from knowledge_base.reading import read_text as kb_read_text
-    except ImportError:
-        kb_read_text = None
-    if kb_read_text is not None:
-        return kb_read_text(path)
-    return _detect_and_decode(Path(path).read_bytes())
+    """Read a book in any encoding with the knowledge base's reader (one reader for the whole app)."""
+    from knowledge_base.reading import read_text as kb_read_text
 
-
-def _detect_and_decode(raw: bytes) -> tuple[str, str]:
-    # Try the strict, common encodings first: charset_normalizer sometimes names a
-    # rare cousin (e.g. big5hkscs) for GB18030 text, which decodes to nonsense.
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw[3:].decode("utf-8"), "utf-8-sig"
-    for enc in ("utf-8", "gb18030"):
-        try:
-            return raw.decode(enc), enc
-        except UnicodeDecodeError:
-            continue
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(raw).best()
-    if best is None:
-        raise ValueError("cannot tell the encoding; convert the file to UTF-8 first")
-    return str(best), best.encoding
+    return kb_read_text(path)
 
 
 # ---------------------------------------------------------------- segmentation

@@ -136,11 +136,9 @@ def load_base(base: Base, quantize_4bit: bool | None = None) -> tuple[Any, Any, 
         mode = "lora-bf16" if cuda else "lora-fp32"
     model = AutoModelForCausalLM.from_pretrained(base.folder, **kwargs)
     if base.gguf_file:
-        # transformers dequantised the GGUF; left marked as quantized, peft and save_pretrained refuse it.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        from llm import mark_dequantised
+
+        mark_dequantised(model)
     if quantize_4bit:
         from peft import prepare_model_for_kbit_training
 

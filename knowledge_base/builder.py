@@ -7,7 +7,6 @@ new version folder beside the live one and swaps CURRENT only when it is complet
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from characters import Card, create_character, load_card, safe_id, texts_dir, writable_dir
+from fileio import sha256_file, write_text_atomic
 from knowledge_base import keywords
 from knowledge_base.chunking import chunk_document, detect_language
 from knowledge_base.embedders import get_embedder
@@ -85,14 +85,6 @@ def safe_filename(name: str) -> str:
     base = os.path.basename(name.replace("\\", "/")).strip()
     base = re.sub(r"[\x00-\x1f/]", "_", base).lstrip(".") or "book.txt"
     return base[:150]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _iter_inputs(inputs: list[str | Path]) -> Iterator[Path]:
@@ -190,7 +182,7 @@ def build(
                 f"'{cid}' has no readable texts yet. {why + ' ' if why else ''}Give a book: "
                 f"`python gen_chroma.py build {cid} PATH/TO/BOOK.txt`."
             )
-        hashes = {rel: _sha256(p) for rel, p in files.items()}
+        hashes = {rel: sha256_file(p) for rel, p in files.items()}
         prev = current_version(root)
         prev_m = read_manifest(prev) if prev else None
         if prev_m and prev_m.get("format") != FORMAT:
@@ -343,11 +335,7 @@ def _read_tokens(version: Path) -> dict[str, list[str]]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 # ---- background upgrade ---------------------------------------------------------------------

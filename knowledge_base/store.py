@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from characters import safe_id
+from fileio import write_text_atomic
 from knowledge_base import keywords
 from knowledge_base.embedders import get_embedder
 from settings import paths
@@ -83,11 +83,7 @@ def current_version(root: Path) -> Path | None:
 
 def set_current(root: Path, version: Path) -> None:
     """Point CURRENT at a finished version folder, atomically (write aside, then rename)."""
-    tmp = root / f"CURRENT.{os.getpid()}.tmp"
-    tmp.write_text(version.name, encoding="utf-8")
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / "CURRENT")
+    write_text_atomic(root / "CURRENT", version.name)
 
 
 def read_manifest(version: Path) -> dict:

