@@ -311,3 +311,16 @@ def test_bad_settings_file_is_reported(app_env: Path, zhiyin_home: Path) -> None
     assert_clean(at)
     assert any("Unknown setting" in e for e in texts(at.error))
 
+
+
+@pytest.mark.slow
+def test_video_toggle_shows_a_talking_head_clip_per_sentence(daiyu_store: str) -> None:
+    at = start()
+    at.toggle(key="video").set_value(True).run()
+    at.chat_input[0].set_value("宝玉是谁？").run()
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    msg = at.session_state["conv"].messages[-1]
+    assert msg.video and len(msg.video) == len(msg.audio)
+    assert all(clip[4:8] == b"ftyp" for clip in msg.video)  # MP4
+    assert at.get("video")

@@ -56,7 +56,7 @@ def chromium_driver(profile: Path):
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}"):
+                 "--disable-dev-shm-usage", "--window-size=1280,1600", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
@@ -113,7 +113,12 @@ def test_a_question_typed_in_the_browser_gets_an_answer(server, tmp_path: Path) 
         assert "宝玉是谁" in messages[1].text
         assert messages[2].text.strip()
         assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-        time.sleep(1)  # let the last element settle before the picture
+        # Open the sources (the highlighted passages belong in the picture) and let the audio players load.
+        driver.find_elements(By.CSS_SELECTOR, '[data-testid="stExpander"] summary')[-1].click()
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1)"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", messages[0])
+        time.sleep(2)  # let the last element settle before the picture
         shot = tmp_path / "app.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         target = os.environ.get("ZHIYIN_APP_SCREENSHOT")
