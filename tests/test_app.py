@@ -324,3 +324,14 @@ def test_video_toggle_shows_a_talking_head_clip_per_sentence(daiyu_store: str) -
     assert msg.video and len(msg.video) == len(msg.audio)
     assert all(clip[4:8] == b"ftyp" for clip in msg.video)  # MP4
     assert at.get("video")
+
+
+def test_a_50_mb_upload_is_read_not_refused(corpus: Path) -> None:
+    raw = (corpus / "hongloumeng.txt").read_bytes()
+    data = raw * round(50 * 2**20 / len(raw))  # whole copies: ~50 MB of GB18030
+    info = knowledge.inspect_upload("big.txt", data)
+    assert info.ok, info.error
+    assert info.encoding.lower() == "gb18030" and info.size > 45 * 2**20 and len(info.chapters) > 1000
+    assert "MB" in info.summary()
+    limit = (REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8")
+    assert "maxUploadSize = 200" in limit
