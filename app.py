@@ -138,24 +138,30 @@ def voice_question(card: Card, settings: Settings) -> str:
         return ""
 
 
-def speak(msg: chat.Message, card: Card, settings: Settings, video: bool) -> None:
-    """Speak the answer sentence by sentence (and render the talking head), showing each as it is ready."""
+def live_speech(card: Card, settings: Settings, video: bool) -> media.LiveSpeech | None:
+    """A LiveSpeech for this answer when voice is on (with the talking head when video is on too)."""
+    if not state.get("voice"):
+        return None
     portrait = media.portrait_for(card) if video else None
     if video and portrait is None:
         st.caption(f"{card.name} has no portrait, so no video; add one on the Knowledge page.")
-    try:
-        head = resources.talking_head(str(portrait), settings.video_size) if portrait else None
-        with st.spinner("Speaking…"):
-            for n, sentence in enumerate(media.speak_sentences([msg.content], card, settings.tts_engine)):
-                msg.audio.append(sentence.wav)
-                if head is not None:
-                    clip = media.render_clip(head, resources.talking_head_lock(), sentence)
-                    msg.video.append(clip)
-                    st.video(clip, format="video/mp4", autoplay=n == 0)
-                else:
-                    st.audio(sentence.wav, format="audio/wav", autoplay=n == 0)
-    except Exception as exc:
-        st.error(errors.message(exc, "speaking the answer"))
+    head = resources.talking_head(str(portrait), settings.video_size) if portrait else None
+    return media.LiveSpeech(card, settings.tts_engine, head, resources.talking_head_lock())
+
+
+def show_spoken(items: list, msg: chat.Message, box) -> None:
+    """Put finished sentences (audio or clip) on the page as they arrive; the first one plays."""
+    for item in items:
+        if isinstance(item, BaseException):
+            box.error(errors.message(item, "speaking the answer"))
+            continue
+        first = not msg.audio
+        msg.audio.append(item.wav)
+        if item.mp4 is not None:
+            msg.video.append(item.mp4)
+            box.video(item.mp4, format="video/mp4", autoplay=first)
+        else:
+            box.audio(item.wav, format="audio/wav", autoplay=first)
 
 
 def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: str | None) -> None:
@@ -164,22 +170,40 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
     with st.chat_message("user"):
         st.markdown(question)
     with st.chat_message("assistant", avatar=avatar):
+        text_box, media_box = st.container(), st.container()
+        msg = chat.Message("assistant", "")
         waiting = lambda: st.spinner("Another conversation is being answered; yours is next…")  # noqa: E731
         try:
+            live = live_speech(card, settings, bool(state.get("video")))
+        except Exception as exc:
+            st.error(errors.message(exc, "preparing the voice"))
+            live = None
+
+        def tokens():
+            # Speech is produced while the answer streams: each finished sentence is shown at once.
+            stream = conv.companion.chat(question)
+            for token in live.tee(stream) if live else stream:
+                if live:
+                    show_spoken(live.ready(), msg, media_box)
+                yield token
+
+        try:
             with chat.one_at_a_time(resources.generation_lock(), waiting):
-                text = st.write_stream(conv.companion.chat(question))
+                text = text_box.write_stream(tokens())
         except Exception as exc:
             st.error(errors.message(exc, "answering"))
             return
+        finally:
+            if live:
+                with media_box, st.spinner("Speaking…"):
+                    show_spoken(live.finish(), msg, media_box)
         text = text if isinstance(text, str) else "".join(map(str, text))
         bot = conv.companion
         t = bot.last_timings
         timing = f"{t.get('first_token_ms', 0) / 1000:.1f} s to the first word, {t.get('total_ms', 0) / 1000:.1f} s in all"
         note = "No passage of the book matched this question. " if bot.last_warning else ""
-        msg = chat.Message("assistant", text, sources=list(bot.last_sources), note=note + timing)
+        msg.content, msg.sources, msg.note = text, list(bot.last_sources), note + timing
         conv.messages.append(msg)
-        if state.get("voice") and text.strip():
-            speak(msg, card, settings, bool(state.get("video")))
         if msg.note:
             st.caption(msg.note)
         if msg.sources:
