@@ -43,10 +43,12 @@ class ChatError(RuntimeError):
 
 # ------------------------------------------------------------------------ budgets
 def count_tokens(text: str) -> int:
-    """A close, model-free token estimate: Qwen's BPE spends ~0.7 token per Chinese
-    character and ~0.25 per other character (measured on this corpus)."""
+    """A close, model-free token estimate: Qwen's BPE spends ~0.82 token per Chinese
+    character and ~0.24 per other character (measured on both novels)."""
     cjk = len(re.findall(r"[\u3000-\u9fff\uff00-\uffef]", text))
-    return int(cjk * 0.7 + (len(text) - cjk) * 0.25) + 1
+    # Measured with the GGUF's own tokenizer on 200 random 300-character windows of each novel
+    # (bench/chat_bench.py docs): 0.82 per classical Chinese character, 0.24 per English one.
+    return int(cjk * 0.82 + (len(text) - cjk) * 0.24) + 1
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,10 @@ class Budget:
     card: int = 450
     passages: int = 700  # the first turn's passages
     # A follow-up's new passages are evaluated while the user waits (everything before them is
-    # cached), so they get less: one passage keeps a follow-up near 3 s on 1.5B (bench/chat_bench.py).
-    followup_passages: int = 260
+    # cached), so they get less: about one passage keeps a follow-up's new tokens near 300 (bench/chat_bench.py).
+    followup_passages: int = 200
     passage: int = 260  # one passage, trimmed around the words that matched
-    examples: int = 160  # the character's own lines
+    examples: int = 120  # the character's own lines
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # When over budget, drop the oldest turns down to this share of it at once: the following turns
     # then append to an unchanged prefix instead of every turn shifting the window (which makes
@@ -105,6 +107,11 @@ class Mode:
     name: str
     rules: dict[str, str]
     cite: bool  # ask for chapter citations
+    # Her own lines show how she talks: useful in role-play, a distraction from the facts in reader mode.
+    examples: bool = True
+    # A short reminder after each question: small models follow the latest words best (without it
+    # Qwen2.5-Coder-1.5B often answered a role-play question by repeating it; bench/chat_bench.py).
+    reminder: dict[str, str] = field(default_factory=dict)
 
 
 MODES: Registry[Mode] = Registry("mode")
@@ -113,17 +120,23 @@ _READER = Mode(
     "reader",
     {
         "zh": (
-            "现在有读者向你请教书中的事。请只根据下面【书中段落】回答，简洁准确，先给出答案，"
-            "再用（见第X回）注明出处；如果段落里没有答案，就直说“书里没有写到这一点”，不要编造。"
-            "你仍是{name}本人，用“我”说话，不要自称AI或助手。"
+            "现在有读者向你请教书中的事。请先在下面【书中段落】里找出答案，用段落原文里的词语简短作答"
+            "（人名、地名、物名照原文写），再用（见第X回）注明出处。只有段落里确实找不到时，"
+            "才说“书里没有写到这一点”，不要编造。你仍是{name}本人，用“我”说话，不要自称AI或助手。"
         ),
         "en": (
-            "A reader is asking you about the book. Answer only from the [Passages] below: give the answer "
-            "first, briefly, then cite the chapter as (Chapter N). If the passages do not contain the answer, "
-            "say plainly that the book does not tell. You are still {name}: speak as \"I\", never as an AI or assistant."
+            "A reader is asking you about the book. First find the answer in the [Passages] below and give it "
+            "briefly in the passage's own words (names as written there), then cite the chapter as (Chapter N). "
+            "Only if the passages really do not contain it, say plainly that the book does not tell; never "
+            "invent. You are still {name}: speak as \"I\", never as an AI or assistant."
         ),
     },
     cite=True,
+    examples=False,
+    reminder={
+        "zh": "（请先在上面的段落里找出答案，照原文的词语简短作答，并注明第几回。）",
+        "en": "(Find the answer in the passages above, give it briefly in their words, and cite the chapter.)",
+    },
 )
 _ROLEPLAY = Mode(
     "roleplay",
@@ -140,6 +153,10 @@ _ROLEPLAY = Mode(
         ),
     },
     cite=False,
+    reminder={
+        "zh": "（请你以{name}的身份，用“我”直接回答来访者，不要重复来访者的话。）",
+        "en": "(Answer the visitor directly as {name}, in the first person; do not repeat the visitor's words.)",
+    },
 )
 for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
@@ -291,7 +308,9 @@ class Companion:
             parts = []  # the passages of earlier turns are still in the conversation above
         if lines:
             parts.append(lab["examples"] + "\n" + "\n".join(f"“{x}”" if self.lang == "zh" else f'"{x}"' for x in lines))
-        parts.append((lab["question"] if self.mode.cite else lab["chat"]) + "\n" + text)
+        ask = (lab["question"] if self.mode.cite else lab["chat"]) + "\n" + text
+        reminder = self.mode.reminder.get(self.lang, "").format(name=self.card.name)
+        parts.append(ask + ("\n" + reminder if reminder else ""))
         return "\n\n".join(parts)
 
     def _history_messages(self) -> list[BaseMessage]:
@@ -318,7 +337,7 @@ class Companion:
         hits = [Hit(**d.metadata) for d in self.retriever.invoke(text)]
         self.last_warning = "" if hits else "no passage matched this question"
         passages = self._passages(hits)
-        lines = self._own_lines(hits)
+        lines = self._own_lines(hits) if self.mode.examples else []
         history = self._history_messages()
         system = system_prompt(self.card, self.mode, self.budget)
         turn_prompt = self._turn_prompt(text, passages, lines)

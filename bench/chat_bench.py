@@ -61,16 +61,28 @@ def third_person(answer: str, character: str) -> bool:
     return False
 
 
-def judge_roleplay(answer: str, character: str) -> dict:
-    """First person: speaks as "我"/"I" and never of herself by name; breaking: AI talk, refusals, third person."""
+def echoes(answer: str, prompt: str) -> bool:
+    """True if the answer only repeats the visitor's words (a small model's failure, not an answer)."""
+    def norm(x: str) -> str:  # "你为什么…" echoed as "我为什么…" is still an echo
+        x = re.sub(r"\byour\b", "my", re.sub(r"\byou\b", "i", x.lower()))
+        return re.sub(r"[\W_]+", "", re.sub("[你您]", "我", x))
+
+    a, q = norm(answer), norm(prompt)
+    return bool(a) and (a in q or (q in a and len(a) <= len(q) + 6))
+
+
+def judge_roleplay(answer: str, character: str, prompt: str = "") -> dict:
+    """First person: speaks as "我"/"I" and never of herself by name (an echo of the prompt does not count);
+    breaking: AI talk, refusals, third person."""
     third = third_person(answer, character)
+    echo = echoes(answer, prompt)
     if character == "daiyu":
-        first = "我" in answer and not third
+        first = "我" in answer and not third and not echo
         broke = any(w in answer for w in _BREAK_ZH)
     else:
-        first = bool(re.search(r"\b(I|me|my|I'm|I've)\b", answer)) and not third
+        first = bool(re.search(r"\b(I|me|my|I'm|I've)\b", answer)) and not third and not echo
         broke = bool(_BREAK_EN.search(answer))
-    return {"first_person": first, "third_person": third, "breaking": broke or third}
+    return {"first_person": first, "third_person": third, "echo": echo, "breaking": broke or third}
 
 
 def correct(answer: str, accepted: list[str]) -> bool:
@@ -184,7 +196,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         rows = []
         for n, text in enumerate(lines):
             r = run_turn(bot, text, meter)
-            r.update(judge_roleplay(r["answer"], cid), followup=n > 0)
+            r.update(judge_roleplay(r["answer"], cid, text), followup=n > 0)
             rows.append(r)
             print(f"[{size}] {cid} {'f/u' if n else '1st'} {r['ttft_s']:.1f}s eval {r['evaluated_tokens']} "
                   f"{'1p' if r['first_person'] else '--'} {'BREAK' if r['breaking'] else ''} {r['answer'][:60]!r}",
@@ -222,6 +234,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "reader_n": len(reader),
         "first_person": share(rp, "first_person"),
         "breaking": share(rp, "breaking"),
+        "echo": share(rp, "echo"),
         "roleplay_n": len(rp),
         "n_first_turns": len(first_turns),
         "n_followups": len(followups),

@@ -135,12 +135,15 @@ def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_ll
     assert set(bot.last_tokens) == {"card", "history", "passages", "examples", "question"}
 
 
-def test_the_characters_own_lines_are_offered_as_examples(zh_store, tiny_llm) -> None:
-    bot = Companion(zh_store, llm=tiny_llm())
+def test_roleplay_offers_the_characters_own_lines_and_reader_mode_does_not(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, mode="roleplay", llm=tiny_llm())
     bot.ask("你给那只白鹦鹉取了什么名字？")
     prompt = bot.history[-1].prompt
     assert "【你在书中说过的话】" in prompt
     assert "就叫它雪团儿罢" in prompt.split("【你在书中说过的话】")[1]
+    reader = Companion(zh_store, mode="reader", llm=tiny_llm())
+    reader.ask("你给那只白鹦鹉取了什么名字？")
+    assert "【你在书中说过的话】" not in reader.history[-1].prompt and reader.last_tokens["examples"] == 0
 
 
 # ------------------------------------------------------------ prefix-cache property
