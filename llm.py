@@ -640,14 +640,17 @@ class TransformersChat(BaseChatModel):
 BACKENDS: Registry[BaseChatModel] = Registry("chat model backend")
 
 
+def _sampling(settings: Settings) -> dict[str, Any]:
+    """The generation settings every backend passes to its model."""
+    return {"temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": settings.max_tokens}
+
+
 @BACKENDS.register("llamacpp")
 def _llamacpp_backend(settings: Settings, **extra: Any) -> BaseChatModel:
     return LlamaCppChat(
         model_path=str(resolve_gguf(settings.llm_model)),
         n_threads=settings.threads,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
+        **_sampling(settings),
         **extra,
     )
 
@@ -660,9 +663,7 @@ def _transformers_backend(settings: Settings, **extra: Any) -> BaseChatModel:
         # InternLM2 and other custom architectures ship their modelling code in the folder.
         trust_remote_code=extra.pop("trust_remote_code", True),
         n_threads=settings.threads,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
+        **_sampling(settings),
         **extra,
     )
 
@@ -679,9 +680,7 @@ def _openai_backend(settings: Settings, **extra: Any) -> BaseChatModel:
         base_url=base_url,
         api_key=key,
         model=settings.llm_model or "default",
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
+        **_sampling(settings),
         streaming=True,
         stream_usage=True,
         max_retries=1,
