@@ -67,8 +67,9 @@ def echoes(answer: str, prompt: str) -> bool:
         x = re.sub(r"\byour\b", "my", re.sub(r"\byou\b", "i", x.lower()))
         return re.sub(r"[\W_]+", "", re.sub("[你您]", "我", x))
 
+    # Only a repeat counts: "宝玉这几天来看过我。" restating "…来看过你吗？" is an answer.
     a, q = norm(answer), norm(prompt)
-    return bool(a) and (a in q or (q in a and len(a) <= len(q) + 6))
+    return bool(a) and (a == q or (a in q and answer.rstrip().endswith(("？", "?"))))
 
 
 def judge_roleplay(answer: str, character: str, prompt: str = "") -> dict:
@@ -160,7 +161,8 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     import ragchat
     from settings import load_settings
 
-    budget = ragchat.Budget(**{k: v for k, v in (("followup_passages", args.followup_passages),
+    budget = ragchat.Budget(**{k: v for k, v in (("passages", args.passages),
+                                                  ("followup_passages", args.followup_passages),
                                                   ("history_keep", args.history_keep)) if v is not None})
     questions = json.loads((DATA / "chat_questions.json").read_text(encoding="utf-8"))["daiyu"]
     prompts = {k: v for k, v in json.loads((DATA / "roleplay_prompts.json").read_text(encoding="utf-8")).items()
@@ -183,16 +185,18 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
 
     reader: list[dict] = []
     for item in questions:
-        bot = ragchat.Companion("daiyu", mode="reader", llm=model, budget=budget)
+        bot = ragchat.Companion("daiyu", mode="reader", llm=model, budget=budget, k=args.k)
         r = run_turn(bot, item["q"], meter)
         r["correct"] = correct(r["answer"], item["answers"])
+        # Whether retrieval put the answer in front of the model at all (the ceiling on accuracy).
+        r["answer_in_prompt"] = correct(bot.history[-1].prompt, item["answers"])
         reader.append(r)
         print(f"[{size}] reader {'✓' if r['correct'] else '✗'} {r['ttft_s']:.1f}s {item['q']} -> "
               f"{r['answer'][:60]!r}", file=sys.stderr)
 
     roleplay: dict[str, list[dict]] = {}
     for cid, lines in prompts.items():
-        bot = ragchat.Companion(cid, mode="roleplay", llm=model, budget=budget)
+        bot = ragchat.Companion(cid, mode="roleplay", llm=model, budget=budget, k=args.k)
         rows = []
         for n, text in enumerate(lines):
             r = run_turn(bot, text, meter)
@@ -231,6 +235,8 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "est_tokens_by_part_p50": parts,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "reader_accuracy": share(reader, "correct"),
+        "reader_answer_in_prompt": share(reader, "answer_in_prompt"),
+        "k": args.k,
         "reader_n": len(reader),
         "first_person": share(rp, "first_person"),
         "breaking": share(rp, "breaking"),
@@ -251,6 +257,8 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "zhiyin-bench",
                         help="ZHIYIN_HOME holding the full-novel stores (built there if missing)")
     parser.add_argument("--max-tokens", type=int, default=48, help="answer cap per turn")
+    parser.add_argument("--k", type=int, default=4, help="passages retrieved per turn (Companion's k)")
+    parser.add_argument("--passages", type=int, help="override Budget.passages (first turn)")
     parser.add_argument("--followup-passages", type=int, help="override Budget.followup_passages (700 = before)")
     parser.add_argument("--history-keep", type=float, help="override Budget.history_keep (1.0 = sliding window)")
     parser.add_argument("--only", choices=("all", "reader", "roleplay"), default="all",
@@ -275,7 +283,9 @@ def main() -> int:
         cmd += ["--quick"] if args.quick else []
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--only", args.only]
-        for flag, val in (("--followup-passages", args.followup_passages), ("--history-keep", args.history_keep)):
+        cmd += ["--k", str(args.k)]
+        for flag, val in (("--passages", args.passages), ("--followup-passages", args.followup_passages),
+                          ("--history-keep", args.history_keep)):
             if val is not None:
                 cmd += [flag, str(val)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
