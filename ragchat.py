@@ -407,6 +407,7 @@ class Companion:
 # ---------------------------------------------------------------------------- CLI
 def _ensure_store(character: str) -> None:
     """Build a missing store first (with progress), as the CLI promises."""
+    load_card(character)  # an unknown id is an error here, never a new empty character
     if KnowledgeStore.exists(character):
         return
     from gen_chroma import TqdmProgress
