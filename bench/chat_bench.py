@@ -32,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from fileio import write_text_atomic  # noqa: E402  (after the repo is on sys.path)
+
 CORPUS = REPO.parent / "shared" / "corpus"
 DATA = REPO / "bench" / "data"
 RESULTS = REPO / "bench" / "results" / "chat.json"
@@ -320,9 +322,7 @@ def main() -> int:
         "stores": stores,
         "results": results,
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, RESULTS)
+    write_text_atomic(RESULTS, json.dumps(payload, ensure_ascii=False, indent=1))
     print(f"wrote {RESULTS.relative_to(REPO)}", file=sys.stderr)
     return 0
 

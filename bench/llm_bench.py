@@ -26,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from fileio import write_text_atomic  # noqa: E402  (after the repo is on sys.path)
+
 CORPUS = REPO.parent / "shared" / "corpus" / "hongloumeng.txt"
 RESULTS = REPO / "bench" / "results" / "llm.json"
 
@@ -210,9 +212,7 @@ def main() -> int:
         "note": "2-core machine shared with other jobs: figures are conservative",
         "results": results,
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, RESULTS)
+    write_text_atomic(RESULTS, json.dumps(payload, ensure_ascii=False, indent=2))
     print(f"wrote {RESULTS.relative_to(REPO)}", file=sys.stderr)
     return 0
 
