@@ -54,11 +54,11 @@ class TqdmProgress:
 def start_background_upgrade(character_id: str) -> int:
     """Launch `gen_chroma.py upgrade` detached, logging to the store folder; returns its pid."""
     root = store_root(character_id)
-    log = open(root / "upgrade.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "upgrade", character_id, "--quiet"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
-    )
+    with open(root / "upgrade.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "upgrade", character_id, "--quiet"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
+        )
     return proc.pid
 
 

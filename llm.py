@@ -555,7 +555,7 @@ class TransformersChat(BaseChatModel):
         cancelled = threading.Event()
 
         class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
         criteria = StoppingCriteriaList([_Cancel()])

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from characters import Card, create_character, load_card, safe_id, texts_dir, writable_dir
+from characters import Card, create_character, exists, load_card, safe_id, save_card, texts_dir, writable_dir
 from fileio import sha256_file, write_text_atomic
 from knowledge_base import keywords
 from knowledge_base.chunking import chunk_document, detect_language
@@ -217,8 +217,6 @@ def build(
 
 
 def _ensure_card(cid: str, name: str | None, lang: str | None, inputs) -> Card:
-    from characters import exists, save_card
-
     if exists(cid):
         card = load_card(cid)
         if name and name != card.name and name not in card.aliases:

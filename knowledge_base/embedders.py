@@ -114,6 +114,3 @@ def get_embedder(name: str) -> Embedder:
         return SentenceTransformerEmbedder(name[3:])
     return EMBEDDERS.create(name)
 
-
-def embedder_names() -> list[str]:
-    return [*EMBEDDERS.names(), "st:<folder in checkpoints/>"]
