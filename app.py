@@ -332,14 +332,17 @@ def settings_page(settings: Settings) -> None:
         model = st.text_input("Model", value=settings.llm_model, key="set_model",
                               help="llamacpp: qwen2.5-1.5b (default), qwen2.5-0.5b or a .gguf path; "
                                    "transformers: a model folder; openai: the server's model name.")
-        temperature = st.slider("Temperature", 0.0, 1.5, float(settings.temperature), 0.05, key="set_temperature")
+        temperature = st.slider("Temperature (role-play)", 0.0, 1.5, float(settings.temperature), 0.05,
+                                key="set_temperature")
+        reader_temperature = st.slider("Temperature (reader: low copies names exactly)", 0.0, 1.5,
+                                       float(settings.reader_temperature), 0.05, key="set_reader_temperature")
         engine = st.selectbox("Voice engine", engines, key="set_engine",
                               index=engines.index(settings.tts_engine) if settings.tts_engine in engines else 0)
         size = st.radio("Video size", VIDEO_SIZES, horizontal=True, key="set_size",
                         index=VIDEO_SIZES.index(settings.video_size) if settings.video_size in VIDEO_SIZES else 0)
         if st.form_submit_button("Apply"):
             state["overrides"] = {"llm_backend": backend, "llm_model": model.strip(), "temperature": temperature,
-                                  "tts_engine": engine, "video_size": size}
+                                  "reader_temperature": reader_temperature, "tts_engine": engine, "video_size": size}
             flash("success", "Settings applied; a new conversation started.")
             st.rerun()
 

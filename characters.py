@@ -39,6 +39,9 @@ class Card:
     persona: str = ""
     speaking_style: str = ""
     greeting: str = ""
+    # A few exchanges in her voice, as in SillyTavern's example messages or ChatHaruhi's dialogues:
+    # small models copy a demonstrated first-person reply far more reliably than an instruction.
+    example_dialogue: list[dict[str, str]] = field(default_factory=list)  # [{"user": ..., "reply": ...}]
     voice: dict[str, str] = field(default_factory=dict)  # engine name -> voice name
     avatar: str = ""  # file under avatars/ (or a path relative to the character folder)
 

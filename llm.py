@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -262,6 +262,8 @@ class LlamaCppChat(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    # A trailing AI message is continued, not answered (llama.cpp's server treats it as a prefill).
+    supports_prefill: ClassVar[bool] = True
     model_path: str
     n_ctx: int = 4096
     n_threads: int = 2
@@ -498,6 +500,7 @@ class TransformersChat(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    supports_prefill: ClassVar[bool] = True  # a trailing AI message is continued (continue_final_message)
     source: HFSource
     trust_remote_code: bool = False
     temperature: float = 0.7
@@ -535,8 +538,10 @@ class TransformersChat(BaseChatModel):
         if self.n_threads:
             torch.set_num_threads(self.n_threads)
         tokenizer, model = _load_hf(self.source, self.trust_remote_code)
+        prefill = isinstance(messages[-1], AIMessage)  # continue the answer's given start
         inputs = tokenizer.apply_chat_template(
-            _openai_messages(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            _openai_messages(messages), add_generation_prompt=not prefill, continue_final_message=prefill,
+            return_tensors="pt", return_dict=True,
         ).to(model.device)
         temperature = float(kwargs.get("temperature", self.temperature))
         gen: dict[str, Any] = {

@@ -55,13 +55,15 @@ def count_tokens(text: str) -> int:
 class Budget:
     """Token budgets for each part of the prompt (the answer's own budget is max_tokens)."""
 
-    card: int = 450
+    card: int = 600  # persona, speaking style, example exchanges and the mode's rules
+    dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
     passages: int = 700  # the first turn's passages
     # A follow-up's new passages are evaluated while the user waits (everything before them is
     # cached), so they get less: about one passage keeps a follow-up's new tokens near 300 (bench/chat_bench.py).
     followup_passages: int = 200
     passage: int = 260  # one passage, trimmed around the words that matched
     examples: int = 120  # the character's own lines
+    followup_examples: int = 60  # fewer on a follow-up, whose new tokens are all evaluated while the user waits
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # When over budget, drop the oldest turns down to this share of it at once: the following turns
     # then append to an unchanged prefix instead of every turn shifting the window (which makes
@@ -107,11 +109,15 @@ class Mode:
     name: str
     rules: dict[str, str]
     cite: bool  # ask for chapter citations
-    # Her own lines show how she talks: useful in role-play, a distraction from the facts in reader mode.
+    # Her own lines and the card's example exchanges show how she talks: useful in role-play, a
+    # distraction from the facts in reader mode.
     examples: bool = True
     # A short reminder after each question: small models follow the latest words best (without it
     # Qwen2.5-Coder-1.5B often answered a role-play question by repeating it; bench/chat_bench.py).
     reminder: dict[str, str] = field(default_factory=dict)
+    temperature_setting: str = "temperature"  # which Settings field sets this mode's sampling temperature
+    # The start of every answer, per language, for backends that continue a given start (Settings.roleplay_prefill).
+    prefill: dict[str, str] = field(default_factory=dict)
 
 
 MODES: Registry[Mode] = Registry("mode")
@@ -133,6 +139,7 @@ _READER = Mode(
     },
     cite=True,
     examples=False,
+    temperature_setting="reader_temperature",
     reminder={
         "zh": "（请先在上面的段落里找出答案，照原文的词语简短作答，并注明第几回。）",
         "en": "(Find the answer in the passages above, give it briefly in their words, and cite the chapter.)",
@@ -153,6 +160,7 @@ _ROLEPLAY = Mode(
         ),
     },
     cite=False,
+    prefill={"zh": "我", "en": "I"},
     reminder={
         "zh": "（请你以{name}的身份，用“我”直接回答来访者，不要重复来访者的话。）",
         "en": "(Answer the visitor directly as {name}, in the first person; do not repeat the visitor's words.)",
@@ -169,16 +177,35 @@ _LABELS = {
 }
 
 
+def _dialogue(card: Card, lang: str, budget: int) -> str:
+    """The card's example exchanges, as many as fit ``budget`` tokens (the first ones first)."""
+    visitor, label = ("来访者", "【对话示例】") if lang == "zh" else ("Visitor", "[Example exchanges]")
+    sep = "：" if lang == "zh" else ": "
+    shown: list[str] = []
+    for ex in card.example_dialogue:
+        user, reply = str(ex.get("user", "")).strip(), str(ex.get("reply", "")).strip()
+        if not (user and reply):
+            continue
+        pair = f"{visitor}{sep}{user}\n{card.name}{sep}{reply}"
+        if count_tokens("\n\n".join([label, *shown, pair])) > budget:
+            break
+        shown.append(pair)
+    return label + "\n" + "\n\n".join(shown) if shown else ""
+
+
 def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
-    """The static head of every prompt: who she is, how she speaks, and the mode's rules."""
+    """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules."""
     lang = "zh" if card.language == "zh" else "en"
     rules = mode.rules[lang].format(name=card.name)
-    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip()) if p)
-    # An over-long card is cut, never the rules at its end (2 tokens spare for the join's rounding).
+    # The exchanges never take more than half of what the rules leave: the persona comes first.
     room = budget.card - count_tokens(rules) - 2
+    dialogue = _dialogue(card, lang, min(budget.dialogue, room // 2)) if mode.examples else ""
+    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip()) if p)
+    # An over-long card is cut, never the rules at its end (2 tokens spare per join's rounding).
+    room -= count_tokens(dialogue) + 2 if dialogue else 0
     while head and count_tokens(head) > room:
         head = head[: int(len(head) * 0.9)]
-    return "\n\n".join(p for p in (head, rules) if p)
+    return "\n\n".join(p for p in (head, dialogue, rules) if p)
 
 
 # ------------------------------------------------------------------------ the chat
@@ -285,11 +312,12 @@ class Companion:
         from finetune.extract import extract_lines  # the same rules that build fine-tuning data
 
         lines, used = [], 0
+        budget = self.budget.followup_examples if self.history else self.budget.examples
         for h in hits:
             for line in extract_lines(h.text, self.card.names, language=self.lang):
                 said = line.output.strip()
                 cost = count_tokens(said)
-                if said in lines or used + cost > self.budget.examples:
+                if said in lines or used + cost > budget:
                     continue
                 lines.append(said)
                 used += cost
@@ -352,6 +380,12 @@ class Companion:
         return [SystemMessage(system), *history, HumanMessage(turn_prompt)], turn_prompt, sources, tokens
 
     # ---- the conversation -----------------------------------------------------------------
+    def _prefill(self) -> str:
+        """The answer's given start in this mode, if the settings and the backend allow one."""
+        if not (self.settings.roleplay_prefill and getattr(self.llm, "supports_prefill", False)):
+            return ""
+        return self.mode.prefill.get(self.lang, "")
+
     def chat(self, text: str) -> Iterator[str]:
         """Stream the character's answer to ``text`` token by token; sources and timings follow."""
         text = text.strip()
@@ -360,10 +394,16 @@ class Companion:
         t0 = time.perf_counter()
         messages, turn_prompt, sources, tokens = self.build_messages(text)
         t_retrieved = time.perf_counter()
-        answer: list[str] = []
+        prefill = self._prefill()
+        if prefill:
+            messages.append(AIMessage(prefill))
+        answer: list[str] = [prefill] if prefill else []
         first = None
         try:
-            for chunk in self.llm.stream(messages):
+            if prefill:
+                yield prefill  # shown at once; the timings below still wait for the model's own first token
+            temperature = float(getattr(self.settings, self.mode.temperature_setting))
+            for chunk in self.llm.stream(messages, temperature=temperature):
                 piece = chunk.content if isinstance(chunk.content, str) else ""
                 if not piece:
                     continue

@@ -91,7 +91,13 @@ class Settings:
     llm_adapter: str = ""  # PEFT adapter folder or character id (transformers backend)
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
-    temperature: float = 0.7
+    temperature: float = 0.7  # role-play and free chat
+    # Reader mode looks facts up in passages: near-greedy decoding copies names exactly
+    # (bench/chat_bench.py measured the difference).
+    reader_temperature: float = 0.1
+    # Role-play answers are started with 我 / "I" (SillyTavern's "Start Reply With"): the packaged
+    # 1.5B model otherwise drifts into third person or repeats the question (bench/chat_bench.py).
+    roleplay_prefill: bool = True
     top_p: float = 0.9
     max_tokens: int = 384
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))

@@ -43,9 +43,9 @@ TARGETS = {"ttft_followup_p50_s": 3.0, "reader_accuracy": 0.6, "first_person": 0
 
 
 # ----------------------------------------------------------------------- judging
-_BREAK_ZH = ("作为一个", "人工智能", "AI", "语言模型", "助手", "我无法", "抱歉，我不能", "虚构的角色", "虚构人物")
-_BREAK_EN = re.compile(r"\b(AI|assistant|language model|as an? (?:AI|artificial)|I'm sorry, but I can(?:no|')t|"
-                       r"I cannot (?:role-?play|pretend)|fictional character)\b", re.I)
+_BREAK_ZH = ("作为一个", "人工智能", "AI", "语言模型", "助手", "我无法", "抱歉，我不能", "我不能提供", "虚构的角色", "虚构人物")
+_BREAK_EN = re.compile(r"\b(AI|assistant|language model|as an? (?:AI|artificial)|(?:I'm|I am) sorry, but I can(?:no|')t|"
+                       r"I cannot (?:role-?play|pretend|provide|help)|fictional character)\b", re.I)
 
 
 def third_person(answer: str, character: str) -> bool:

@@ -73,9 +73,11 @@ class Recorder(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self.calls: list[list[BaseMessage]] = []
+        self.params: list[dict] = []
 
     def on_chat_model_start(self, serialized, messages, **kwargs) -> None:  # noqa: ANN001
         self.calls.append(list(messages[0]))
+        self.params.append(kwargs.get("invocation_params") or {})
 
 
 @pytest.fixture
@@ -167,22 +169,25 @@ def test_system_prompt_is_static_and_earlier_turns_are_replayed_verbatim(zh_stor
 
 
 # ----------------------------------------------------------------------- budgets
-def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm) -> None:
-    budget = Budget(card=150, passages=160, followup_passages=90, passage=70, examples=30, history=260)
+@pytest.mark.parametrize("mode", ["reader", "roleplay"])
+def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm, mode: str) -> None:
+    budget = Budget(card=150, passages=160, followup_passages=90, passage=70, examples=30, followup_examples=15,
+                    history=260)
     rec = Recorder()
-    bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=10), budget=budget, k=4)
+    bot = Companion(zh_store, mode=mode, llm=tiny_llm(rec, max_tokens=10), budget=budget, k=4)
     for n, q in enumerate(["黛玉给鹦鹉取的名字叫什么？", "宝玉冒雨来时穿的是什么？", "菊花诗会谁评的第一？", "雪团儿会念哪句诗？"]):
         bot.ask(q)
         tok = bot.last_tokens
         assert tok["card"] <= budget.card
         assert tok["passages"] <= (budget.followup_passages if n else budget.passages)
-        assert tok["examples"] <= budget.examples
+        assert tok["examples"] <= (budget.followup_examples if n else budget.examples)
         assert tok["history"] <= budget.history
         for s in bot.last_sources:
             assert count_tokens(s["passage"]) <= budget.passage
         sent = rec.calls[-1]
         assert count_tokens(str(sent[0].content)) <= budget.card
-        assert sum(count_tokens(str(m.content)) for m in sent[1:-1]) <= budget.history
+        turn = max(i for i, m in enumerate(sent) if isinstance(m, HumanMessage))  # a prefill may follow it
+        assert sum(count_tokens(str(m.content)) for m in sent[1:turn]) <= budget.history
     # A real passage is longer than 70 tokens: trimming happened, around the matched words.
     assert any(s["passage"].startswith("…") or s["passage"].endswith("…") for t in bot.history for s in t.sources)
 
@@ -274,6 +279,46 @@ def test_reader_and_roleplay_prompts_differ(zh_store) -> None:
     roleplay.history.append(ragchat.Turn("x", "y", "z"))
     roleplay.set_mode("reader")  # switching restarts the conversation (its system prompt changed)
     assert roleplay.mode.name == "reader" and not roleplay.history
+
+
+def test_roleplay_shows_the_cards_example_exchanges_and_reader_mode_does_not(zh_store) -> None:
+    from characters import load_card
+
+    card = load_card(zh_store)
+    assert card.example_dialogue, "the bundled card ships example exchanges"
+    first = card.example_dialogue[0]
+    roleplay = ragchat.system_prompt(card, ragchat.MODES.create("roleplay"), Budget())
+    reader = ragchat.system_prompt(card, ragchat.MODES.create("reader"), Budget())
+    assert f"{card.name}：{first['reply']}" in roleplay and first["user"] in roleplay
+    assert first["reply"] not in reader
+    # They fit inside the card budget with the persona, which keeps priority.
+    small = ragchat.system_prompt(card, ragchat.MODES.create("roleplay"), Budget(card=300))
+    assert count_tokens(small) <= 300 and small.startswith(card.persona.strip()[:10])
+
+
+def test_each_mode_sends_its_own_temperature_to_the_model(zh_store, tiny_llm) -> None:
+    rec = Recorder()
+    settings = load_settings(temperature=0.9, reader_temperature=0.05)
+    for mode in ("reader", "roleplay"):
+        Companion(zh_store, mode=mode, llm=tiny_llm(rec), settings=settings).ask("雪团儿是什么？")
+    assert [p.get("temperature") for p in rec.params] == [0.05, 0.9]
+
+
+def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_not(zh_store, tiny_llm) -> None:
+    rec = Recorder()
+    role = Companion(zh_store, mode="roleplay", llm=tiny_llm(rec))
+    pieces = list(role.chat("你喜欢潇湘馆吗？"))
+    assert pieces[0] == "我" and role.history[-1].answer.startswith("我")
+    sent = rec.calls[-1]
+    assert isinstance(sent[-1], AIMessage) and sent[-1].content == "我"  # continued, not answered anew
+    assert isinstance(sent[-2], HumanMessage)
+    # The prefill is not the model's first token: the timing waits for the model.
+    assert role.last_timings["first_token_ms"] > role.last_timings["retrieve_ms"]
+    Companion(zh_store, mode="reader", llm=tiny_llm(rec)).ask("雪团儿是什么？")
+    assert isinstance(rec.calls[-1][-1], HumanMessage)
+    off = Companion(zh_store, mode="roleplay", llm=tiny_llm(rec), settings=load_settings(roleplay_prefill=False))
+    off.ask("你喜欢潇湘馆吗？")
+    assert isinstance(rec.calls[-1][-1], HumanMessage)
 
 
 def test_english_prompt_uses_english_labels_and_joins_wrapped_lines(en_store, tiny_llm) -> None:
