@@ -31,8 +31,14 @@ from knowledge_base.embedders import get_embedder
 from settings import paths
 
 FORMAT = 1
-RRF_K = 60  # reciprocal-rank-fusion constant (the usual 60)
+# Fusion settings, chosen on bench/data/retrieval_questions.json and checked on the held-out set
+# (bench/kb_bench.py): a smaller RRF constant than the usual 60 lets a retriever's top ranks count.
+RRF_K = 30
 CANDIDATES = 50  # per retriever, before fusion
+SECOND_OPINION = 0.5  # weight of a complete dense index other than the active one (USE beside e5)
+# A passage's neighbours in its source add this share of their score: the episode a question is
+# about usually spans several chunks, and the answer sits beside the ones that match best.
+NEIGHBOUR_WEIGHT = 0.2
 
 
 class StoreError(RuntimeError):
@@ -129,14 +135,12 @@ class KnowledgeStore:
         self.chunks = read_chunks(version)
         self._row = {c["id"]: i for i, c in enumerate(self.chunks)}
         client = chroma_client(version / "chroma")
-        try:
-            self._collection = client.get_collection(self.collection_name, embedding_function=None)
-        except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on version
-            raise StoreError(
-                f"The store of '{character_id}' has no collection '{self.collection_name}' "
-                f"(it may have been opened under another name or damaged); rebuild it with "
-                f"`python gen_chroma.py build {character_id} --rebuild`."
-            ) from exc
+        self._collection = self._open_collection(client, self.collection_name)
+        # Every other complete dense index is searched too, as a second opinion (USE beside e5).
+        self._dense_indexes = [(active, self._collection, 1.0)] + [
+            (name, self._open_collection(client, i["collection"]), SECOND_OPINION)
+            for name, i in indexes.items() if name != active and i.get("complete")
+        ]
         count = self._collection.count()
         if count == 0 or not self.chunks:
             raise StoreError(
@@ -145,6 +149,16 @@ class KnowledgeStore:
             )
         keywords.add_words(self.manifest.get("names", []))
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
+
+    def _open_collection(self, client, name: str):  # noqa: ANN001, ANN202 (chromadb types)
+        try:
+            return client.get_collection(name, embedding_function=None)
+        except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on version
+            raise StoreError(
+                f"The store of '{self.character_id}' has no collection '{name}' "
+                f"(it may have been opened under another name or damaged); rebuild it with "
+                f"`python gen_chroma.py build {self.character_id} --rebuild`."
+            ) from exc
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -173,10 +187,10 @@ class KnowledgeStore:
         return current_version(store_root(character_id)) is not None
 
     # ---- searching -----------------------------------------------------------------------
-    def _dense(self, query: str, n: int) -> list[int]:
-        vec = get_embedder(self.embedder_name).embed([query], query=True)[0]
-        res = self._collection.query(query_embeddings=[vec.tolist()], n_results=min(n, len(self.chunks)),
-                                     include=[])
+    def _dense(self, query: str, n: int, name: str | None = None, collection=None) -> list[int]:  # noqa: ANN001
+        vec = get_embedder(name or self.embedder_name).embed([query], query=True)[0]
+        res = (collection or self._collection).query(query_embeddings=[vec.tolist()],
+                                                     n_results=min(n, len(self.chunks)), include=[])
         return [self._row[i] for i in res["ids"][0] if i in self._row]
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
@@ -187,13 +201,15 @@ class KnowledgeStore:
         q_tokens = keywords.tokenize(query)
         bm25, coverage = self._keywords.scores(q_tokens)
         fused: dict[int, float] = {}
-        for rank, row in enumerate(self._dense(query, CANDIDATES)):
-            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+        for name, collection, weight in self._dense_indexes:
+            for rank, row in enumerate(self._dense(query, CANDIDATES, name, collection)):
+                fused[row] = fused.get(row, 0.0) + weight / (RRF_K + rank)
         if coverage > 0:
             top = np.argsort(-bm25)[:CANDIDATES]
             # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
             for rank, row in enumerate(r for r in top if bm25[r] > 0):
                 fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
+        fused = self._with_neighbours(fused)
         best = sorted(fused, key=lambda r: -fused[r])[:k]
         hits = []
         for row in best:
@@ -203,6 +219,15 @@ class KnowledgeStore:
             hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
                             c["index"], matched))
         return hits
+
+    def _with_neighbours(self, fused: dict[int, float]) -> dict[int, float]:
+        """Each candidate plus NEIGHBOUR_WEIGHT of the scores of the chunks beside it in the same source."""
+        out = dict(fused)
+        for row, score in fused.items():
+            for near in (row - 1, row + 1):
+                if 0 <= near < len(self.chunks) and self.chunks[near]["source"] == self.chunks[row]["source"]:
+                    out[near] = out.get(near, 0.0) + NEIGHBOUR_WEIGHT * score
+        return out
 
     def neighbours(self, hit: Hit, before: int = 1, after: int = 1) -> str:
         """The hit's passage with its neighbouring chunks from the same source, for more context."""
@@ -219,6 +244,7 @@ class KnowledgeStore:
             "embedder": self.embedder_name,
             "dim": self.dim,
             "collection": self.collection_name,
+            "searching": [name for name, _, _ in self._dense_indexes] + ["bm25"],
             "indexes": {n: {"dim": i["dim"], "complete": i["complete"]} for n, i in m["dense"].items()},
             "files": len(m["files"]),
             "chunks": len(self.chunks),

@@ -18,6 +18,7 @@ from knowledge_base.builder import build, upgrade, upgrade_status
 from knowledge_base.chunking import chunk_document
 from knowledge_base.reading import ReadError, decode, normalise, read_document
 from knowledge_base.store import (
+    NEIGHBOUR_WEIGHT,
     KnowledgeStore,
     StoreError,
     chroma_client,
@@ -357,6 +358,17 @@ def test_search_returns_hits_with_chapter_and_source(zh_store):
     assert top.text in around and len(around) >= len(top.text)
 
 
+def test_a_passage_beside_a_strong_match_shares_its_score_within_its_source(zh_book, en_book):
+    build("two", [zh_book, en_book], embedder="use")
+    store = KnowledgeStore.open("two")
+    src = [c["source"] for c in store.chunks]
+    row = next(r for r in range(1, len(src) - 1) if src[r - 1] == src[r] == src[r + 1])
+    out = store._with_neighbours({row: 1.0})
+    assert out[row] == 1.0 and out[row - 1] == out[row + 1] == pytest.approx(NEIGHBOUR_WEIGHT)
+    edge = next(r for r in range(1, len(src)) if src[r - 1] != src[r])
+    assert edge - 1 not in store._with_neighbours({edge: 1.0})  # never across two files
+
+
 def test_english_search_finds_the_right_chapter(en_book):
     build("eliza", [en_book], embedder="use")
     hits = KnowledgeStore.open("eliza").search("What did Darcy say when he would not dance with Elizabeth?", k=2)
@@ -464,6 +476,7 @@ def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path):
     assert m["dense"]["use"]["complete"] is True
     store = KnowledgeStore.open("tiny")
     assert store.embedder_name == "e5" and store.dim == 384
+    assert store.stats()["searching"] == ["e5", "use", "bm25"]  # USE stays on as a second opinion
     assert "梅花上的雪" in store.search("妙玉泡茶用的什么水", k=1)[0].text
     assert upgrade_status("tiny")["stage"] == "done"
     assert not build("tiny", [small]).upgrade_pending  # up to date, already upgraded
@@ -472,5 +485,5 @@ def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path):
     after = build("tiny", [more])
     assert after.upgrade_pending and after.embedder == "use"
     store = KnowledgeStore.open("tiny")
-    assert store.embedder_name == "use"
+    assert store.embedder_name == "use" and store.stats()["searching"] == ["use", "bm25"]  # stale e5 is not read
     assert "香菱学诗" in store.search("香菱学诗", k=1)[0].text
