@@ -234,7 +234,10 @@ class KnowledgeStore:
         row = self._row[hit.chunk_id]
         rows = [r for r in range(row - before, row + after + 1)
                 if 0 <= r < len(self.chunks) and self.chunks[r]["source"] == hit.source]
-        return "".join(self.chunks[r]["text"] for r in rows)
+        text = ""
+        for r in rows:
+            text = _join_overlapping(text, self.chunks[r]["text"])
+        return text
 
     def stats(self) -> dict:
         m = self.manifest
@@ -251,6 +254,17 @@ class KnowledgeStore:
             "characters": sum(f["chars"] for f in m["files"].values()),
             "built": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"])),
         }
+
+
+def _join_overlapping(first: str, second: str) -> str:
+    """``first`` + ``second`` without the overlap a chunk carries over from the one before it."""
+    if not first:
+        return second
+    for n in range(min(len(first), len(second)), 0, -1):
+        if first.endswith(second[:n]) and (n > 8 or n == len(second)):  # a few letters could be chance
+            return first + second[n:]
+    sep = " " if first[-1:].isascii() and second[:1].isascii() else ""
+    return first + sep + second
 
 
 def remove_version(folder: Path) -> None:

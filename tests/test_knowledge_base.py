@@ -19,6 +19,7 @@ from knowledge_base.chunking import chunk_document
 from knowledge_base.reading import ReadError, decode, normalise, read_document
 from knowledge_base.store import (
     NEIGHBOUR_WEIGHT,
+    Hit,
     KnowledgeStore,
     StoreError,
     chroma_client,
@@ -356,6 +357,22 @@ def test_search_returns_hits_with_chapter_and_source(zh_store):
     assert store.search("   ") == []
     around = store.neighbours(top)
     assert top.text in around and len(around) >= len(top.text)
+
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_neighbours_do_not_repeat_the_overlap_chunks_carry_over(tmp_path, lang):
+    sentence = "黛玉葬花第{}日，她一边走一边吟诗，紫鹃跟在后面。" if lang == "zh" else "Elizabeth walked to Meryton on day {} with Jane. "
+    body = "".join(sentence.format(i) for i in range(60))
+    title = "第一回 长篇" if lang == "zh" else "Chapter 1"
+    build("long", [write(tmp_path / "in" / "long.txt", f"{title}\n\n{body}\n")], embedder="use", lang=lang)
+    store = KnowledgeStore.open("long")
+    assert len(store.chunks) >= 3
+    mid = store.chunks[1]
+    joined = store.neighbours(Hit(mid["text"], mid["source"], mid["chapter"], 1.0, mid["id"]))
+    squash = (lambda t: "".join(t.split())) if lang == "zh" else (lambda t: " ".join(t.split()))
+    # Exactly the book's text from the first to the third chunk: the carried-over overlap appears once.
+    assert squash(joined) in squash(f"{title} {body}") and squash(store.chunks[2]["text"]) in squash(joined)
 
 
 def test_a_passage_beside_a_strong_match_shares_its_score_within_its_source(zh_book, en_book):
