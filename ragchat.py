@@ -59,11 +59,12 @@ class Budget:
     dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
     passages: int = 700  # the first turn's passages
     # A follow-up's new passages are evaluated while the user waits (everything before them is
-    # cached), so they get less: about one passage keeps a follow-up's new tokens near 300 (bench/chat_bench.py).
-    followup_passages: int = 200
+    # cached), so they get less: one trimmed passage keeps a follow-up's new tokens near 200, about 3 s
+    # at the ~70 tokens/s llama.cpp reads a prompt with the 1.5B model on 2 cores (bench/chat_bench.py).
+    followup_passages: int = 150
     passage: int = 260  # one passage, trimmed around the words that matched
     examples: int = 120  # the character's own lines
-    followup_examples: int = 60  # fewer on a follow-up, whose new tokens are all evaluated while the user waits
+    followup_examples: int = 40  # fewer on a follow-up, whose new tokens are all evaluated while the user waits
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # When over budget, drop the oldest turns down to this share of it at once: the following turns
     # then append to an unchanged prefix instead of every turn shifting the window (which makes
@@ -299,7 +300,7 @@ class Companion:
             if h.chunk_id in self._seen:
                 continue
             text = trim_passage(" ".join(h.text.split()) if self.lang == "en" else h.text, h.matched,
-                                self.budget.passage)
+                                min(self.budget.passage, budget))
             cost = count_tokens(text)
             if chosen and used + cost > budget:
                 break
@@ -337,7 +338,8 @@ class Companion:
         if lines:
             parts.append(lab["examples"] + "\n" + "\n".join(f"“{x}”" if self.lang == "zh" else f'"{x}"' for x in lines))
         ask = (lab["question"] if self.mode.cite else lab["chat"]) + "\n" + text
-        reminder = self.mode.reminder.get(self.lang, "").format(name=self.card.name)
+        # A started answer (prefill) already holds her to the first person: the reminder's tokens are saved.
+        reminder = "" if self._prefill() else self.mode.reminder.get(self.lang, "").format(name=self.card.name)
         parts.append(ask + ("\n" + reminder if reminder else ""))
         return "\n\n".join(parts)
 
