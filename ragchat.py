@@ -59,12 +59,14 @@ class Budget:
     dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
     passages: int = 700  # the first turn's passages
     # A follow-up's new passages are evaluated while the user waits (everything before them is
-    # cached), so they get less: one trimmed passage keeps a follow-up's new tokens near 200, about 3 s
-    # at the ~70 tokens/s llama.cpp reads a prompt with the 1.5B model on 2 cores (bench/chat_bench.py).
-    followup_passages: int = 150
+    # cached), so they get less: one passage trimmed to ~100 characters keeps a follow-up's new tokens near 110, under 3 s
+    # at the ~55 tokens/s llama.cpp reads a follow-up after ~1,300 cached tokens (1.5B, 2 cores; bench/chat_bench.py).
+    followup_passages: int = 80
     passage: int = 260  # one passage, trimmed around the words that matched
     examples: int = 120  # the character's own lines
-    followup_examples: int = 40  # fewer on a follow-up, whose new tokens are all evaluated while the user waits
+    # None on a follow-up by default: the first turn's lines stay in the conversation, and ~30 more tokens
+    # cost ~0.5 s of waiting on every turn.
+    followup_examples: int = 0
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # When over budget, drop the oldest turns down to this share of it at once: the following turns
     # then append to an unchanged prefix instead of every turn shifting the window (which makes
@@ -329,7 +331,8 @@ class Companion:
         parts = [lab["passages"]]
         if passages:
             for n, (h, body) in enumerate(passages, 1):
-                where = " · ".join(x for x in (h.chapter, h.source) if x)
+                # Citing needs the chapter's title and the file; role-play only its number (tokens a follow-up saves).
+                where = " · ".join(x for x in (h.chapter, h.source) if x) if self.mode.cite else h.chapter.split(" ")[0]
                 parts.append(f"[{n}] {where}\n{body}")
         elif not self.history:
             parts.append(lab["none"])
