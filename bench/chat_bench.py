@@ -163,7 +163,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     import ragchat
     from settings import load_settings
 
-    budget = ragchat.Budget(**{k: v for k, v in (("passages", args.passages),
+    budget = ragchat.Budget(**{k: v for k, v in (("passages", args.passages), ("passage", args.passage),
                                                   ("followup_passages", args.followup_passages),
                                                   ("history_keep", args.history_keep)) if v is not None})
     questions = json.loads((DATA / "chat_questions.json").read_text(encoding="utf-8"))["daiyu"]
@@ -261,6 +261,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=48, help="answer cap per turn")
     parser.add_argument("--k", type=int, default=4, help="passages retrieved per turn (Companion's k)")
     parser.add_argument("--passages", type=int, help="override Budget.passages (first turn)")
+    parser.add_argument("--passage", type=int, help="override Budget.passage (one passage's trim)")
     parser.add_argument("--followup-passages", type=int, help="override Budget.followup_passages (700 = before)")
     parser.add_argument("--history-keep", type=float, help="override Budget.history_keep (1.0 = sliding window)")
     parser.add_argument("--only", choices=("all", "reader", "roleplay"), default="all",
@@ -286,7 +287,8 @@ def main() -> int:
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--only", args.only]
         cmd += ["--k", str(args.k)]
-        for flag, val in (("--passages", args.passages), ("--followup-passages", args.followup_passages),
+        for flag, val in (("--passages", args.passages), ("--passage", args.passage),
+                          ("--followup-passages", args.followup_passages),
                           ("--history-keep", args.history_keep)):
             if val is not None:
                 cmd += [flag, str(val)]
