@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class KnowledgeStore:
         keywords.add_words(self.manifest.get("names", []))
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
 
-    def _open_collection(self, client, name: str):  # noqa: ANN001, ANN202 (chromadb types)
+    def _open_collection(self, client: Any, name: str) -> Any:
         try:
             return client.get_collection(name, embedding_function=None)
         except Exception as exc:  # chromadb raises NotFoundError/ValueError depending on version
@@ -187,7 +188,8 @@ class KnowledgeStore:
         return current_version(store_root(character_id)) is not None
 
     # ---- searching -----------------------------------------------------------------------
-    def _dense(self, query: str, n: int, name: str | None = None, collection=None) -> list[int]:  # noqa: ANN001
+    def _dense(self, query: str, n: int, name: str | None = None, collection: Any = None) -> list[int]:
+        """Rows of the n nearest chunks in one dense index (default: the active one)."""
         vec = get_embedder(name or self.embedder_name).embed([query], query=True)[0]
         res = (collection or self._collection).query(query_embeddings=[vec.tolist()],
                                                      n_results=min(n, len(self.chunks)), include=[])
