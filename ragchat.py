@@ -326,7 +326,7 @@ class Companion:
                 used += cost
         return lines[:3]
 
-    def _turn_prompt(self, text: str, passages: list[tuple[Hit, str]], lines: list[str]) -> str:
+    def _turn_prompt(self, text: str, passages: list[tuple[Hit, str]], lines: list[str], prefill: str = "") -> str:
         lab = _LABELS[self.lang]
         parts = [lab["passages"]]
         if passages:
@@ -342,7 +342,7 @@ class Companion:
             parts.append(lab["examples"] + "\n" + "\n".join(f"“{x}”" if self.lang == "zh" else f'"{x}"' for x in lines))
         ask = (lab["question"] if self.mode.cite else lab["chat"]) + "\n" + text
         # A started answer (prefill) already holds her to the first person: the reminder's tokens are saved.
-        reminder = "" if self._prefill() else self.mode.reminder.get(self.lang, "").format(name=self.card.name)
+        reminder = "" if prefill else self.mode.reminder.get(self.lang, "").format(name=self.card.name)
         parts.append(ask + ("\n" + reminder if reminder else ""))
         return "\n\n".join(parts)
 
@@ -366,14 +366,16 @@ class Companion:
         return msgs
 
     def build_messages(self, text: str) -> tuple[list[BaseMessage], str, list[dict], dict[str, int]]:
-        """The messages for this turn, the turn's own prompt, its sources and tokens per part."""
+        """The messages for this turn (ending with the answer's start when there is one, see ``_prefill``),
+        the turn's own prompt, its sources and tokens per part."""
         hits = [Hit(**d.metadata) for d in self.retriever.invoke(text)]
         self.last_warning = "" if hits else "no passage matched this question"
         passages = self._passages(hits)
         lines = self._own_lines(hits) if self.mode.examples else []
         history = self._history_messages()
         system = system_prompt(self.card, self.mode, self.budget)
-        turn_prompt = self._turn_prompt(text, passages, lines)
+        prefill = self._prefill()
+        turn_prompt = self._turn_prompt(text, passages, lines, prefill)
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
         tokens = {
             "card": count_tokens(system),
@@ -382,7 +384,10 @@ class Companion:
             "examples": sum(count_tokens(x) for x in lines),
             "question": count_tokens(text),
         }
-        return [SystemMessage(system), *history, HumanMessage(turn_prompt)], turn_prompt, sources, tokens
+        messages = [SystemMessage(system), *history, HumanMessage(turn_prompt)]
+        if prefill:
+            messages.append(AIMessage(prefill))
+        return messages, turn_prompt, sources, tokens
 
     # ---- the conversation -----------------------------------------------------------------
     def _prefill(self) -> str:
@@ -399,9 +404,7 @@ class Companion:
         t0 = time.perf_counter()
         messages, turn_prompt, sources, tokens = self.build_messages(text)
         t_retrieved = time.perf_counter()
-        prefill = self._prefill()
-        if prefill:
-            messages.append(AIMessage(prefill))
+        prefill = str(messages[-1].content) if isinstance(messages[-1], AIMessage) else ""
         answer: list[str] = [prefill] if prefill else []
         first = None
         try:
