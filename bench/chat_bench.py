@@ -158,6 +158,7 @@ def p50(rows: list[dict], key: str) -> float | None:
 
 def run_size(size: str, args: argparse.Namespace) -> dict:
     """Measure one packaged size in this process."""
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the CPU skews every latency
     os.environ["ZHIYIN_HOME"] = str(args.home)
     import llm
     import ragchat
@@ -226,6 +227,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "max_tokens": args.max_tokens,
         "budget": asdict(budget),
         "load_s": round(load_s, 2),
+        "load_average_before": load_before,
         "ttft_first_turn_p50_s": p50(first_turns, "ttft_s"),
         "ttft_followup_p50_s": p50(followups, "ttft_s"),
         "evaluated_tokens_first_turn_p50": p50(first_turns, "evaluated_tokens"),
@@ -319,7 +321,9 @@ def main() -> int:
         "command": "python bench/chat_bench.py " + " ".join(sys.argv[1:]),
         "cpu_count": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
-        "note": "2-core machine shared with 3-4 other engineers' jobs: latency figures are pessimistic",
+        "note": ("Each run records the load average before it started (load_average_before). Runs without "
+                 "it were taken on the 2-core machine shared with 3-4 other jobs (session 1, and "
+                 "'roleplay-examples', which ran beside an e5 upgrade): their latencies are pessimistic."),
         "targets": TARGETS,
         "stores": stores,
         "results": results,
