@@ -240,7 +240,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "reader_accuracy": share(reader, "correct"),
         "reader_answer_in_prompt": share(reader, "answer_in_prompt"),
-        "k": args.k,
+        "k": args.k or "the mode's (reader 10, role-play 4)",
         "reader_n": len(reader),
         "first_person": share(rp, "first_person"),
         "breaking": share(rp, "breaking"),
@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "zhiyin-bench",
                         help="ZHIYIN_HOME holding the full-novel stores (built there if missing)")
     parser.add_argument("--max-tokens", type=int, default=48, help="answer cap per turn")
-    parser.add_argument("--k", type=int, default=4, help="passages retrieved per turn (Companion's k)")
+    parser.add_argument("--k", type=int, help="passages retrieved per turn (default: the mode's, ragchat.Mode.k)")
     parser.add_argument("--passages", type=int, help="override Budget.passages (first turn)")
     parser.add_argument("--passage", type=int, help="override Budget.passage (one passage's trim)")
     parser.add_argument("--followup-passages", type=int, help="override Budget.followup_passages (700 = before)")
@@ -288,7 +288,7 @@ def main() -> int:
         cmd += ["--quick"] if args.quick else []
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--only", args.only]
-        cmd += ["--k", str(args.k)]
+        cmd += ["--k", str(args.k)] if args.k else []
         for flag, val in (("--passages", args.passages), ("--passage", args.passage),
                           ("--followup-passages", args.followup_passages),
                           ("--history-keep", args.history_keep)):

@@ -6,10 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(kb llm chat voice talking_head finetune)
+[ ${#stages[@]} -eq 0 ] && stages=(kb excerpt llm chat voice talking_head finetune)
+# kb builds its stores here and excerpt reads them (so "excerpt" needs "kb" before it in one run).
+kbhome=$(mktemp -d "${TMPDIR:-/tmp}/zhiyin-kb-bench-XXXXXX")
+trap 'rm -rf "$kbhome"' EXIT
 for s in "${stages[@]}"; do
   echo "=== bench/${s}_bench.py" >&2
   extra=()
-  [ "$s" = kb ] && extra=(--upgrade)  # the README's recall figures are after the e5 upgrade (+15 min)
+  [ "$s" = kb ] && extra=(--upgrade --home "$kbhome")  # the README's recall figures are after the e5 upgrade (+15 min)
+  [ "$s" = excerpt ] && extra=(--home "$kbhome")
   python bench/"${s}"_bench.py "${extra[@]}"
 done

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import threading
@@ -150,6 +151,8 @@ class KnowledgeStore:
             )
         keywords.add_words(self.manifest.get("names", []))
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
+        self._idf: dict[str, float] = {}
+        self._lowered: list[str] | None = None
 
     def _open_collection(self, client: Any, name: str) -> Any:
         try:
@@ -221,6 +224,15 @@ class KnowledgeStore:
             hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
                             c["index"], matched))
         return hits
+
+    def idf(self, word: str) -> float:
+        """How rare ``word`` is in the book: log inverse share of the passages that contain it (cached)."""
+        if word not in self._idf:
+            if self._lowered is None:
+                self._lowered = [c["text"].lower() for c in self.chunks]
+            holding = sum(word in t for t in self._lowered)
+            self._idf[word] = math.log(1 + len(self._lowered) / (1 + holding))
+        return self._idf[word]
 
     def _with_neighbours(self, fused: dict[int, float]) -> dict[int, float]:
         """Each candidate plus NEIGHBOUR_WEIGHT of the scores of the chunks beside it in the same source."""

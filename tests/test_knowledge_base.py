@@ -386,6 +386,12 @@ def test_a_passage_beside_a_strong_match_shares_its_score_within_its_source(zh_b
     assert edge - 1 not in store._with_neighbours({edge: 1.0})  # never across two files
 
 
+def test_idf_ranks_a_rare_word_above_a_common_one(zh_store):
+    store = KnowledgeStore.open(zh_store)
+    common, rare, absent = store.idf("黛玉"), store.idf("梅花上的雪"), store.idf("不在书里的词")
+    assert absent > rare > common > 0
+
+
 def test_english_search_finds_the_right_chapter(en_book):
     build("eliza", [en_book], embedder="use")
     hits = KnowledgeStore.open("eliza").search("What did Darcy say when he would not dance with Elizabeth?", k=2)

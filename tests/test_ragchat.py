@@ -192,6 +192,21 @@ def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm, mo
     assert any(s["passage"].startswith("…") or s["passage"].endswith("…") for t in bot.history for s in t.sources)
 
 
+def test_reader_sends_sentence_excerpts_and_roleplay_whole_passages(zh_store, tiny_llm) -> None:
+    budget = Budget(passages=160, passage=70)
+    q = "黛玉给鹦鹉取的名字叫什么？"
+    reader = Companion(zh_store, mode="reader", llm=tiny_llm(), budget=budget)
+    reader.ask(q)
+    roleplay = Companion(zh_store, mode="roleplay", llm=tiny_llm(), budget=budget)
+    roleplay.ask(q)
+    for s in reader.last_sources:
+        # Every piece between the "…" marks is made of whole sentences of the passage it cites.
+        pieces = [p for p in s["passage"].split("…") if p]
+        assert pieces and all(p in s["text"] for p in pieces)
+    # Excerpts draw on more passages within the same budget than whole passages do.
+    assert len(reader.last_sources) > len(roleplay.last_sources)
+
+
 def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
     from characters import load_card
 

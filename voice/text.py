@@ -5,12 +5,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from sentences import ABBREV, SENT_END, split_sentences  # noqa: F401  (split_sentences: part of this module's API)
+
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _LATIN_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
-# A sentence ends at CJK terminators, or at . ! ? followed by space/end (so 3.14 stays whole).
-_SENT_END = re.compile(r"([。！？!?；;…]+[”’\"』」)）]*|\.(?=\s|$)[”’\"』」)）]*|\n+)")
-_ABBREV = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Mt.", "vs.", "e.g.", "i.e.", "etc.")
 
 
 @dataclass
@@ -31,23 +30,6 @@ def detect_lang(text: str, default: str = "en") -> str:
     if zh == en == 0:
         return default
     return "zh" if zh >= en else "en"
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences, keeping each terminator with its sentence."""
-    out: list[str] = []
-    buf = ""
-    for piece in _SENT_END.split(text):
-        if not piece:
-            continue
-        buf += piece
-        if _SENT_END.fullmatch(piece) and not buf.rstrip().endswith(_ABBREV):
-            if buf.strip():
-                out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
 
 
 def split_runs(text: str, lang: str = "auto") -> list[Run]:
@@ -90,11 +72,11 @@ class SentenceBuffer:
         """Add a token; return the sentences it completed."""
         self._buf += token
         cut = 0
-        for m in _SENT_END.finditer(self._buf):
+        for m in SENT_END.finditer(self._buf):
             end = m.end()
             if end == len(self._buf) and m.group().startswith("."):
                 continue  # '3.' may become '3.14', 'Mr.' may be followed by a name: wait for more
-            if self._buf[:end].rstrip().endswith(_ABBREV):
+            if self._buf[:end].rstrip().endswith(ABBREV):
                 continue
             cut = end
         if not cut:

@@ -1,0 +1,87 @@
+"""Does the evidence reach the reader's prompt? Excerpts against whole passages, no chat model needed.
+
+    python bench/excerpt_bench.py --home DIR [--ids hongloumeng=bench-hlm pride_and_prejudice=bench-pp]
+
+Runs on the stores that ``bench/kb_bench.py --home DIR`` left behind,
+for both retrieval question sets. For each question it compares what a first reader turn's
+700 passage tokens (ragchat.Budget) can hold:
+
+- ``whole``: the top passages, whole, in rank order, as many as fit (before knowledge_base/excerpts.py);
+- ``excerpts``: the sentences excerpts.select picks from the top passages reader mode retrieves (ragchat.Mode.k).
+
+A question counts when an evidence string (whitespace-normalised) is inside what was kept.
+Prints a table and writes bench/results/excerpts.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("ZHIYIN_MODELS", str(HERE.parent / "checkpoints"))
+
+from kb_bench import BOOKS, HELDOUT, QUESTIONS, _squash  # noqa: E402
+
+from fileio import write_text_atomic  # noqa: E402  (after the repo is on sys.path)
+
+RESULTS = HERE / "results" / "excerpts.json"
+
+
+def measure(cid: str, questions: list[dict], lang: str) -> dict:
+    import ragchat
+    from knowledge_base import excerpts
+    from knowledge_base.store import KnowledgeStore
+
+    store = KnowledgeStore.open(cid)
+    budget = ragchat.Budget()
+    whole = chosen = 0
+    ms = []
+    for item in questions:
+        evidence = [_squash(e, lang) for e in item["evidence"]]
+        hits = store.search(item["q"], k=ragchat.MODES.create("reader").k)
+        kept, used = [], 0
+        for h in hits:
+            cost = ragchat.count_tokens(h.text)
+            if kept and used + cost > budget.passages:
+                break
+            kept.append(h.text)
+            used += cost
+        t = time.perf_counter()
+        picked = excerpts.select(item["q"], hits, budget.passages, budget.passage, ragchat.count_tokens,
+                                 store.idf, lang)
+        ms.append((time.perf_counter() - t) * 1000)
+        whole += any(e in _squash(" ".join(kept), lang) for e in evidence)
+        chosen += any(e in _squash(" ".join(x.text for x in picked), lang) for e in evidence)
+    n = len(questions)
+    ms.sort()
+    return {"n": n, "whole": round(whole / n, 3), "excerpts": round(chosen / n, 3),
+            "select_ms_p50": round(ms[n // 2], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, required=True, help="the home given to kb_bench.py --home")
+    parser.add_argument("--ids", nargs="*", default=[], help="BOOK=CHARACTER_ID, for stores not named as kb_bench names them")
+    args = parser.parse_args()
+    os.environ["ZHIYIN_HOME"] = str(args.home)
+    ids = {book: cid for book, (_, cid, _) in BOOKS.items()} | dict(x.split("=", 1) for x in args.ids)
+    rows = {}
+    for label, path in (("ours", QUESTIONS), ("held-out", HELDOUT)):
+        sets = json.loads(path.read_text(encoding="utf-8"))
+        for book, (_, _, lang) in BOOKS.items():
+            rows[f"{book} {label}"] = measure(ids[book], sets[book], lang)
+    print(f"{'set':<34}{'n':>4}{'whole':>8}{'excerpts':>10}{'select p50':>12}")
+    for name, r in rows.items():
+        print(f"{name:<34}{r['n']:>4}{r['whole']:>8}{r['excerpts']:>10}{r['select_ms_p50']:>10} ms")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(RESULTS, json.dumps({"command": "python " + " ".join(["bench/excerpt_bench.py", *sys.argv[1:]]),
+                                           "home": str(args.home), "results": rows}, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

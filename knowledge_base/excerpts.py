@@ -1,0 +1,112 @@
+"""The sentences of the retrieved passages that bear on a question, within a token budget.
+
+Why: an answer is usually one sentence of a ~300-character passage. Sent whole and trimmed
+around the first matching word, only two or three passages fitted the reader's 700 tokens and
+the answer reached the prompt for 12 of our 20 reader questions. Choosing sentences from the
+top 10 passages instead put it there for 16 (bench/chat_bench.py's ``reader_answer_in_prompt``;
+docs/ragchat.md has the comparison on the retrieval question sets too).
+
+Each sentence is scored by the question words it holds (weighted by how rare they are in the
+book) plus its USE similarity to the question, with a small bonus for higher-ranked passages.
+USE embeds the ~100 sentences of ten passages in about 0.1 s on 2 cores (bench/excerpt_bench.py);
+e5 took over 1 s and chose no better.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knowledge_base import keywords
+from knowledge_base.embedders import get_embedder
+from knowledge_base.store import Hit
+from sentences import split_sentences
+
+SENTENCE_EMBEDDER = "use"  # packaged, fast, and built with every store (the first index)
+DENSE_WEIGHT = 0.5  # similarity's weight beside the keyword share (which runs 0..1); 0 = no embedding
+RANK_BONUS = 0.3  # the top passage's sentences count 30% more, the second's 15%, ...
+
+
+@dataclass
+class Excerpt:
+    """Some sentences of one retrieved passage, in the passage's order ("…" marks what was left out)."""
+
+    hit: Hit
+    text: str
+    sentences: list[int] = field(default_factory=list)
+
+
+def _join(sents: list[str], chosen: list[int], lang: str) -> str:
+    glue = "" if lang == "zh" else " "
+    out = "…" if chosen[0] > 0 else ""
+    for n, i in enumerate(chosen):
+        if n and i != chosen[n - 1] + 1:
+            out += "…"
+        elif n:
+            out += glue
+        out += sents[i]
+    return out + ("…" if chosen[-1] < len(sents) - 1 else "")
+
+
+def _cut(text: str, budget: int, count: Callable[[str], int]) -> str:
+    """A single over-long sentence, cut to fit (its head: that is where a clause starts)."""
+    while text and count(text + "…") > budget:
+        text = text[: int(len(text) * 0.9)]
+    return text + "…" if text else ""
+
+
+def select(
+    question: str,
+    hits: list[Hit],
+    budget: int,
+    per_passage: int,
+    count: Callable[[str], int],
+    idf: Callable[[str], float],
+    lang: str,
+) -> list[Excerpt]:
+    """The best sentences of ``hits`` (best first) for ``question``: at most ``budget`` tokens in
+    all and ``per_passage`` from one passage, returned in the hits' order."""
+    rows: list[tuple[int, int, str]] = []  # (hit rank, sentence index, sentence)
+    split: list[list[str]] = []
+    for rank, hit in enumerate(hits):
+        text = hit.text if lang == "zh" else " ".join(hit.text.split())
+        sents = split_sentences(text)
+        split.append(sents)
+        rows += [(rank, i, s) for i, s in enumerate(sents)]
+    if not rows:
+        return []
+    words = set(keywords.tokenize(question))
+    total = sum(idf(w) for w in words) or 1.0
+    bonus = [1 + RANK_BONUS / (1 + rank) for rank, _, _ in rows]
+    shares = [sum(idf(w) for w in words if w in sent.lower()) / total for _, _, sent in rows]
+    sims = np.zeros(len(rows))
+    if DENSE_WEIGHT:
+        emb = get_embedder(SENTENCE_EMBEDDER)
+        sims = emb.embed([s for _, _, s in rows]) @ emb.embed([question], query=True)[0]
+    scored = sorted((((shares[n] + DENSE_WEIGHT * float(sims[n])) * bonus[n], rows[n][0], rows[n][1])
+                     for n in range(len(rows))), reverse=True)
+
+    chosen: dict[int, list[int]] = {}
+    used: dict[int, int] = {}
+    cut: dict[int, str] = {}  # a lone sentence too long for the budget, cut to fit
+    left = budget
+    for _, rank, i in scored:
+        cost = count(split[rank][i]) + 1  # +1: the "…" or the space beside it
+        room = min(left, per_passage - used.get(rank, 0))
+        if cost > room:
+            if rank in chosen or room < 20 or left < budget:  # only the very first pick is worth cutting
+                continue
+            cut[rank] = ("…" if i else "") + _cut(split[rank][i], room - 1, count)
+            cost = count(cut[rank])
+        chosen.setdefault(rank, []).append(i)
+        used[rank] = used.get(rank, 0) + cost
+        left -= cost
+        if left < 10:
+            break
+    out = []
+    for rank in sorted(chosen):
+        idx = sorted(chosen[rank])
+        text = cut.get(rank) or _join(split[rank], idx, lang)
+        out.append(Excerpt(hits[rank], text, idx))
+    return out
