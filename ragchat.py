@@ -91,6 +91,20 @@ def trim_passage(text: str, matched: list[str], budget: int) -> str:
         width = min(width - 1, int(width * 0.95))
 
 
+def whole_passages(hits: list[Hit], budget: int, per_passage: int, lang: str) -> list[tuple[Hit, str]]:
+    """The top passages in rank order, each trimmed to ``per_passage`` around its matched words, as many
+    as fit in ``budget`` (the first always does)."""
+    chosen, used = [], 0
+    for h in hits:
+        body = trim_passage(" ".join(h.text.split()) if lang == "en" else h.text, h.matched, min(per_passage, budget))
+        cost = count_tokens(body)
+        if chosen and used + cost > budget:
+            break
+        chosen.append((h, body))
+        used += cost
+    return chosen
+
+
 # --------------------------------------------------------------------- retrieval
 class StoreRetriever(BaseRetriever):
     """A LangChain retriever over a character's KnowledgeStore (hybrid search)."""
@@ -124,8 +138,9 @@ class Mode:
     prefill: dict[str, str] = field(default_factory=dict)
     # Send the sentences of the retrieved passages that bear on the question (knowledge_base/excerpts.py)
     # rather than the top passages whole. Reader: the answer reached the prompt for 18 of 20 questions
-    # instead of 12, accuracy 0.40 -> 0.55. Role-play: fragments made the character break role in 2 of
-    # 20 turns (0 with whole passages), and a conversation needs the scene more than the one fact.
+    # instead of 12, accuracy 0.40 -> 0.55. Role-play keeps whole passages and k = 4: two runs with other
+    # retrieval (excerpts and k = 10; whole and k = 10) each broke role in 2 of 20 turns, the run of this
+    # code in 0 (unseeded sampling, so a small sample); and a conversation needs the scene more than a fact.
     excerpts: bool = False
     # Passages retrieved per turn (Companion's default k). Excerpts draw on more than fit whole: the
     # answer is in the top ten far more often than in the top three (kb_bench's recall@5 against @20).
@@ -319,16 +334,7 @@ class Companion:
         if self.mode.excerpts:
             picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, self.store.idf, self.lang)
             return [(e.hit, e.text) for e in picked]
-        chosen, used = [], 0
-        for h in fresh:
-            body = trim_passage(" ".join(h.text.split()) if self.lang == "en" else h.text, h.matched,
-                                min(self.budget.passage, budget))
-            cost = count_tokens(body)
-            if chosen and used + cost > budget:
-                break
-            chosen.append((h, body))
-            used += cost
-        return chosen
+        return whole_passages(fresh, budget, self.budget.passage, self.lang)
 
     def _own_lines(self, hits: list[Hit]) -> list[str]:
         """A few lines the character herself speaks in the retrieved passages (how she talks about this)."""

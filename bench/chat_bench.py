@@ -240,7 +240,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "reader_accuracy": share(reader, "correct"),
         "reader_answer_in_prompt": share(reader, "answer_in_prompt"),
-        "k": args.k or "the mode's (reader 10, role-play 4)",
+        "k": args.k or {m: ragchat.MODES.create(m).k for m in ragchat.MODES.names()},
         "reader_n": len(reader),
         "first_person": share(rp, "first_person"),
         "breaking": share(rp, "breaking"),

@@ -6,7 +6,8 @@ Runs on the stores that ``bench/kb_bench.py --home DIR`` left behind,
 for both retrieval question sets. For each question it compares what a first reader turn's
 700 passage tokens (ragchat.Budget) can hold:
 
-- ``whole``: the top passages, whole, in rank order, as many as fit (before knowledge_base/excerpts.py);
+- ``whole``: the top passages in rank order, as many as fit (ragchat.whole_passages: role-play's way, and
+  the reader's before knowledge_base/excerpts.py);
 - ``excerpts``: the sentences excerpts.select picks from the top passages reader mode retrieves (ragchat.Mode.k).
 
 A question counts when an evidence string (whitespace-normalised) is inside what was kept.
@@ -39,18 +40,13 @@ def measure(cid: str, questions: list[dict], lang: str) -> dict:
 
     store = KnowledgeStore.open(cid)
     budget = ragchat.Budget()
+    k = ragchat.MODES.create("reader").k
     whole = chosen = 0
     ms = []
     for item in questions:
         evidence = [_squash(e, lang) for e in item["evidence"]]
-        hits = store.search(item["q"], k=ragchat.MODES.create("reader").k)
-        kept, used = [], 0
-        for h in hits:
-            cost = ragchat.count_tokens(h.text)
-            if kept and used + cost > budget.passages:
-                break
-            kept.append(h.text)
-            used += cost
+        hits = store.search(item["q"], k=k)
+        kept = [body for _, body in ragchat.whole_passages(hits, budget.passages, budget.passage, lang)]
         t = time.perf_counter()
         picked = excerpts.select(item["q"], hits, budget.passages, budget.passage, ragchat.count_tokens,
                                  store.idf, lang)

@@ -3,8 +3,8 @@
 Why: an answer is usually one sentence of a ~300-character passage. Sent whole and trimmed
 around the first matching word, only two or three passages fitted the reader's 700 tokens and
 the answer reached the prompt for 12 of our 20 reader questions. Choosing sentences from the
-top 10 passages instead put it there for 16 (bench/chat_bench.py's ``reader_answer_in_prompt``;
-docs/ragchat.md has the comparison on the retrieval question sets too).
+top 10 passages instead put it there for 18 (bench/chat_bench.py's ``reader_answer_in_prompt``);
+bench/excerpt_bench.py compares the two on the retrieval question sets.
 
 Each sentence is scored by the question words it holds (weighted by how rare they are in the
 book) plus its USE similarity to the question, with a small bonus for higher-ranked passages.
@@ -14,7 +14,7 @@ e5 took over 1 s and chose no better.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +34,6 @@ class Excerpt:
 
     hit: Hit
     text: str
-    sentences: list[int] = field(default_factory=list)
 
 
 def _join(sents: list[str], chosen: list[int], lang: str) -> str:
@@ -108,5 +107,5 @@ def select(
     for rank in sorted(chosen):
         idx = sorted(chosen[rank])
         text = cut.get(rank) or _join(split[rank], idx, lang)
-        out.append(Excerpt(hits[rank], text, idx))
+        out.append(Excerpt(hits[rank], text))
     return out
