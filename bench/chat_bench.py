@@ -182,7 +182,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     model = llm.get_chat_model(load_settings(llm_model=llm.SIZES[size], threads=args.threads, temperature=0,
                                              max_tokens=args.max_tokens),
-                               callbacks=[meter.handler])
+                               callbacks=[meter.handler], seed=None if args.seed < 0 else args.seed)
     model.server  # noqa: B018  (load the weights now, not inside the first turn's timing)
     load_s = time.perf_counter() - t0
 
@@ -225,6 +225,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "quick": args.quick,
         "max_tokens": args.max_tokens,
+        "seed": args.seed,
         "budget": asdict(budget),
         "load_s": round(load_s, 2),
         "load_average_before": load_before,
@@ -269,6 +270,9 @@ def main() -> int:
     parser.add_argument("--only", choices=("all", "reader", "roleplay"), default="all",
                         help="run one part (for before/after comparisons)")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # 1 question, 2 turns each
+    # Seeded sampling makes two runs of the same code give the same answers, so a change of one
+    # question between configurations is the configuration's doing, not the dice's.
+    parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
     parser.add_argument("--label", default="", help="a name for this configuration in the results")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args()
@@ -284,7 +288,7 @@ def main() -> int:
     results = []
     for size in args.sizes.split(","):
         cmd = [sys.executable, __file__, "--child", size, "--threads", str(args.threads), "--home", str(args.home),
-               "--max-tokens", str(args.max_tokens)]
+               "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--only", args.only]

@@ -232,7 +232,7 @@ def test_passages_already_sent_are_not_repeated(zh_store, tiny_llm) -> None:
 
 
 def test_history_is_trimmed_oldest_first_when_over_budget(zh_store, tiny_llm) -> None:
-    budget = Budget(passages=120, passage=60, history=200)
+    budget = Budget(passages=120, passage=60, history=300)
     rec = Recorder()
     bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=12), budget=budget, k=2)
     questions = ["黛玉给鹦鹉取的名字叫什么？", "宝玉穿的蓑衣是谁送的？", "菊花诗会谁起的社？", "黛玉夜里写了几首诗？"]
@@ -291,6 +291,11 @@ def test_reader_and_roleplay_prompts_differ(zh_store) -> None:
     assert r_msgs[0].content != p_msgs[0].content
     assert "出处" in r_msgs[0].content and "第一人称" in p_msgs[0].content
     assert "【问题】" in r_prompt and "【来访者说】" in p_prompt
+    # Reader states the question before the passages too (the model reads them knowing what it looks
+    # for), and reminds it that the question may be about someone else; role-play asks once, at the end.
+    assert r_prompt.startswith("【问题】\n" + q) and r_prompt.count(q) == 2
+    assert r_prompt.index("【书中段落】") < r_prompt.rindex(q) and "不要当成你自己" in r_prompt
+    assert p_prompt.count(q) == 1 and p_prompt.index("【书中段落】") < p_prompt.index(q)
     roleplay.history.append(ragchat.Turn("x", "y", "z"))
     roleplay.set_mode("reader")  # switching restarts the conversation (its system prompt changed)
     assert roleplay.mode.name == "reader" and not roleplay.history
@@ -340,7 +345,8 @@ def test_english_prompt_uses_english_labels_and_joins_wrapped_lines(en_store, ti
     bot = Companion(en_store, llm=tiny_llm())
     bot.ask("What was the name of Elizabeth's kitten?")
     prompt = bot.history[-1].prompt
-    assert prompt.startswith("[Passages]") and "[Question]\nWhat was the name" in prompt
+    assert prompt.startswith("[Question]\nWhat was the name") and "\n\n[Passages]\n\n[1] " in prompt
+    assert prompt.rstrip().endswith("cite the chapter.)") and "not about yourself" in prompt
     kitten = [s for s in bot.last_sources if "Pemberley-Puss" in s["passage"]]
     assert kitten and kitten[0]["chapter"].startswith("Chapter 3") and "\n" not in kitten[0]["passage"]
 
