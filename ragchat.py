@@ -133,6 +133,10 @@ class Mode:
     # A short reminder after each question: small models follow the latest words best (without it
     # Qwen2.5-Coder-1.5B often answered a role-play question by repeating it; bench/chat_bench.py).
     reminder: dict[str, str] = field(default_factory=dict)
+    # The reminder when the answer's start is given (prefill): short, and without her name. Naming her
+    # there made the 1.5B speak of "Elizabeth Bennet" as someone else; with no reminder at all it
+    # slipped into the assistant's "I am sorry, but I cannot" (bench/chat_bench.py, docs/ragchat.md).
+    prefill_reminder: dict[str, str] = field(default_factory=dict)
     temperature_setting: str = "temperature"  # which Settings field sets this mode's sampling temperature
     # The start of every answer, per language, for backends that continue a given start (Settings.roleplay_prefill).
     prefill: dict[str, str] = field(default_factory=dict)
@@ -196,6 +200,7 @@ _ROLEPLAY = Mode(
     },
     cite=False,
     prefill={"zh": "我", "en": "I"},
+    prefill_reminder={"zh": "（用“我”，以你自己的身份直接回答。）", "en": "(Answer directly as yourself, in the first person.)"},
     reminder={
         "zh": "（请你以{name}的身份，用“我”直接回答来访者，不要重复来访者的话。）",
         "en": "(Answer the visitor directly as {name}, in the first person; do not repeat the visitor's words.)",
@@ -373,8 +378,8 @@ class Companion:
             parts = []  # the passages of earlier turns are still in the conversation above
         if lines:
             parts.append(lab["examples"] + "\n" + "\n".join(f"“{x}”" if self.lang == "zh" else f'"{x}"' for x in lines))
-        # A started answer (prefill) already holds her to the first person: the reminder's tokens are saved.
-        reminder = "" if prefill else self.mode.reminder.get(self.lang, "").format(name=self.card.name)
+        reminder = (self.mode.prefill_reminder if prefill else self.mode.reminder).get(self.lang, "")
+        reminder = reminder.format(name=self.card.name)
         parts.append(ask + ("\n" + reminder if reminder else ""))
         return "\n\n".join(parts)
 

@@ -332,6 +332,11 @@ def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_no
     sent = rec.calls[-1]
     assert isinstance(sent[-1], AIMessage) and sent[-1].content == "我"  # continued, not answered anew
     assert isinstance(sent[-2], HumanMessage)
+    # A started answer gets the short reminder without her name (naming her made the model speak of
+    # her as someone else); without a start, the full reminder names her.
+    name = role.card.name
+    ask = sent[-2].content.rsplit("【来访者说】", 1)[1]
+    assert ask.endswith("（用“我”，以你自己的身份直接回答。）") and name not in ask
     # The prefill is not the model's first token: the timing waits for the model.
     assert role.last_timings["first_token_ms"] > role.last_timings["retrieve_ms"]
     Companion(zh_store, mode="reader", llm=tiny_llm(rec)).ask("雪团儿是什么？")
@@ -339,6 +344,7 @@ def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_no
     off = Companion(zh_store, mode="roleplay", llm=tiny_llm(rec), settings=load_settings(roleplay_prefill=False))
     off.ask("你喜欢潇湘馆吗？")
     assert isinstance(rec.calls[-1][-1], HumanMessage)
+    assert f"以{name}的身份" in rec.calls[-1][-1].content
 
 
 def test_english_prompt_uses_english_labels_and_joins_wrapped_lines(en_store, tiny_llm) -> None:
