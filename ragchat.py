@@ -143,8 +143,8 @@ class Mode:
     # Send the sentences of the retrieved passages that bear on the question (knowledge_base/excerpts.py)
     # rather than the top passages whole. Reader: the answer reached the prompt for 18 of 20 questions
     # instead of 12, accuracy 0.40 -> 0.55. Role-play keeps whole passages and k = 4: two runs with other
-    # retrieval (excerpts and k = 10; whole and k = 10) each broke role in 2 of 20 turns, the run of this
-    # code in 0 (unseeded sampling, so a small sample); and a conversation needs the scene more than a fact.
+    # retrieval (excerpts and k = 10; whole and k = 10) each broke role in 2 of 20 unseeded turns, this code
+    # in 2 of 60 seeded ones (three runs); and a conversation needs the scene more than a fact.
     excerpts: bool = False
     # State the question before the passages too, so the small model reads them knowing what it looks
     # for (reader, bench/chat_bench.py: 冷香丸 and 蕉下客 were found once it was; accuracy in docs/ragchat.md).

@@ -270,8 +270,9 @@ def main() -> int:
     parser.add_argument("--only", choices=("all", "reader", "roleplay"), default="all",
                         help="run one part (for before/after comparisons)")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # 1 question, 2 turns each
-    # Seeded sampling makes two runs of the same code give the same answers, so a change of one
-    # question between configurations is the configuration's doing, not the dice's.
+    # Seeded sampling takes the dice out of a comparison between configurations. Runs of the same code
+    # can still differ by a question: Chroma's approximate search may order a question's passages
+    # differently in another process (docs/ragchat.md), so compare several seeds.
     parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
     parser.add_argument("--label", default="", help="a name for this configuration in the results")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
