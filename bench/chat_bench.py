@@ -180,7 +180,9 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     prompts = prompts if args.only in ("all", "roleplay") else {}
     meter = Meter()
     t0 = time.perf_counter()
-    model = llm.get_chat_model(load_settings(llm_model=llm.SIZES[size], threads=args.threads, temperature=0,
+    # No temperature here: Companion sends each mode's own (Settings.temperature, reader_temperature) with
+    # every call, so the bench samples as a user's conversation does.
+    model = llm.get_chat_model(load_settings(llm_model=llm.SIZES[size], threads=args.threads,
                                              max_tokens=args.max_tokens),
                                callbacks=[meter.handler], seed=None if args.seed < 0 else args.seed)
     model.server  # noqa: B018  (load the weights now, not inside the first turn's timing)
