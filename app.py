@@ -119,7 +119,7 @@ def show_media(msg: chat.Message, autoplay: bool = False) -> None:
 
 def voice_question(card: Card, settings: Settings) -> str:
     """The microphone's question, transcribed once per recording ('' when there is none)."""
-    lang = "zh" if card.language == "zh" else "en"
+    lang = card.lang
     recording = st.sidebar.audio_input("🎙 Speak your question", key="mic")
     if recording is None:
         return ""

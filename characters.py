@@ -46,6 +46,11 @@ class Card:
     avatar: str = ""  # file under avatars/ (or a path relative to the character folder)
 
     @property
+    def lang(self) -> str:
+        """The prompt and voice language: "zh" for a Chinese card, "en" for anything else."""
+        return "zh" if self.language == "zh" else "en"
+
+    @property
     def names(self) -> list[str]:
         """The name and every alias, longest first (so 林黛玉 matches before 黛玉)."""
         return sorted({self.name, *self.aliases} - {""}, key=len, reverse=True)

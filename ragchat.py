@@ -235,7 +235,7 @@ def _dialogue(card: Card, lang: str, budget: int) -> str:
 
 def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
     """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules."""
-    lang = "zh" if card.language == "zh" else "en"
+    lang = card.lang
     rules = mode.rules[lang].format(name=card.name)
     # The exchanges never take more than half of what the rules leave: the persona comes first.
     room = budget.card - count_tokens(rules) - 2
@@ -317,7 +317,7 @@ class Companion:
 
     @property
     def lang(self) -> str:
-        return "zh" if self.card.language == "zh" else "en"
+        return self.card.lang
 
     def set_mode(self, mode: str) -> None:
         """Switch reader/roleplay; the conversation restarts since the system prompt changes."""

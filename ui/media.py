@@ -25,8 +25,7 @@ def speak_sentences(tokens: Iterable[str], card: Card, engine: str = "auto") -> 
     """Speak tokens sentence by sentence in the character's voice (voice.speak_stream)."""
     from voice import speak_stream
 
-    lang = "zh" if card.language == "zh" else "en"
-    for speech in speak_stream(tokens, lang=lang, engine=engine, voice=card.voice or None):
+    for speech in speak_stream(tokens, lang=card.lang, engine=engine, voice=card.voice or None):
         yield SpokenSentence(speech.text, speech.wav_bytes(), round(speech.duration_s, 2), speech.engine)
 
 
