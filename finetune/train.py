@@ -21,14 +21,10 @@ from typing import Any
 
 import settings
 from finetune.extract import record_to_turns
+from llm.common import CHATML  # the template the transformers backend serves with
 
 MANIFEST = "manifest.json"
 STATE = "trainer_state.pt"
-# Qwen2.5's own chat format, for a tokenizer that arrives without a template.
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 class TrainError(RuntimeError):
