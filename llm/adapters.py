@@ -11,12 +11,14 @@ A folder in the older flat layout (adapter_config.json directly inside) still lo
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 from fileio import write_text_atomic
 
 POINTER = "LIVE"
+_VERSION = re.compile(r"v-\d+-\d+")  # v-<ms>-<pid>; a save's .tmp/.old siblings are not versions
 
 
 def is_adapter(folder: Path) -> bool:
@@ -27,12 +29,8 @@ def versions(folder: Path) -> list[Path]:
     """The adapter versions in ``folder``, oldest first (names sort by creation time)."""
     if not folder.is_dir():
         return []
-    return sorted((v for v in folder.glob("v-*") if is_adapter(v)), key=lambda v: _stamp(v.name))
-
-
-def _stamp(name: str) -> tuple[int, str]:
-    parts = name.split("-")
-    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0, name)
+    found = [v for v in folder.glob("v-*") if _VERSION.fullmatch(v.name) and is_adapter(v)]
+    return sorted(found, key=lambda v: (int(v.name.split("-")[1]), v.name))
 
 
 def live(folder: Path) -> Path | None:
