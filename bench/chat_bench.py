@@ -133,21 +133,21 @@ class Meter:
 def run_turn(bot, text: str, meter: Meter) -> dict:
     """One turn: the answer, the chain's timings and token estimates, llama.cpp's own counts."""
     meter.last = {}
-    answer = "".join(bot.chat(text))
+    done = bot.ask(text)
     t = meter.last
     return {
         "q": text,
-        "answer": answer,
-        "ttft_s": round(bot.last_timings["first_token_ms"] / 1000, 3),
-        "retrieve_s": round(bot.last_timings["retrieve_ms"] / 1000, 3),
-        "total_s": round(bot.last_timings["total_ms"] / 1000, 3),
-        "est_tokens": bot.last_tokens,
+        "answer": done.answer,
+        "ttft_s": round(done.timings["first_token_ms"] / 1000, 3),
+        "retrieve_s": round(done.timings["retrieve_ms"] / 1000, 3),
+        "total_s": round(done.timings["total_ms"] / 1000, 3),
+        "est_tokens": done.tokens,
         "evaluated_tokens": int(t.get("prompt_n", 0)),
         "cached_tokens": int(t.get("cache_n", 0)),
         "prompt_tok_s": round(t.get("prompt_per_second", 0.0), 1),
         "gen_tokens": int(t.get("predicted_n", 0)),
         "gen_tok_s": round(t.get("predicted_per_second", 0.0), 1),
-        "sources": [f"{s['chapter'] or s['source']}" for s in bot.last_sources],
+        "sources": [f"{s['chapter'] or s['source']}" for s in done.sources],
     }
 
 
