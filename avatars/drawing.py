@@ -86,11 +86,12 @@ def combed(canvas: Image, a: np.ndarray, b: np.ndarray, clip: np.ndarray, colour
     ib = np.linspace(0, len(b) - 1, count)
     acc = np.zeros((SIZE, SIZE), np.float32)
     for ta, tb in zip(ia, ib, strict=True):
-        s = np.interp(ta + rng.uniform(-1, 1), np.arange(len(a)), a[:, 0]), np.interp(ta, np.arange(len(a)), a[:, 1])
-        e = np.interp(tb + rng.uniform(-1, 1), np.arange(len(b)), b[:, 0]), np.interp(tb, np.arange(len(b)), b[:, 1])
-        s, e = np.array(s), np.array(e)
+        ta, tb = ta + rng.uniform(-3, 3), tb + rng.uniform(-3, 3)  # irregular, not evenly ribbed
+        idx_a, idx_b = np.arange(len(a)), np.arange(len(b))
+        s = np.array([np.interp(ta, idx_a, a[:, 0]), np.interp(ta, idx_a, a[:, 1])])
+        e = np.array([np.interp(tb, idx_b, b[:, 0]), np.interp(tb, idx_b, b[:, 1])])
         mid = (s + e) / 2 + np.array([-(e - s)[1], (e - s)[0]]) * (bend + rng.normal(0, 0.03))
-        acc = np.maximum(acc, line_mask(spline([s, mid, e], n=16), width, 0.35) * rng.uniform(0.3, 1.0))
+        acc = np.maximum(acc, line_mask(spline([s, mid, e], n=16), width, 0.35) * rng.uniform(0.15, 1.0))
     paint(canvas, acc * clip, colour, alpha)
 
 

@@ -50,6 +50,15 @@ def daiyu(rng: np.random.Generator) -> np.ndarray:
     trim = spline(f([(0.0, 1.15), (-0.12, 1.24), (-0.3, 1.32), (-0.44, 1.42), (-0.52, 1.75), (-0.55, 2.9)]))
     paint(canvas, soft_mask(tapered(trim, 0.08 * f.h, 0.08 * f.h), 0.6), jade)
     paint(canvas, soft_mask(collar_band, 0.7), jade)
+    for k in range(4, len(trim) - 4, 9):  # embroidered blossoms along the trim
+        c = trim[k]
+        for j in range(5):
+            a = 2 * np.pi * j / 5
+            paint(canvas, soft_mask(cv2.ellipse2Poly((int(c[0] + 2.2 * np.cos(a)), int(c[1] + 2.2 * np.sin(a))),
+                                                     (2, 2), 0, 0, 360, 30).astype(np.float64), 0.5),
+                  rgb("#e9a3ad") if k % 2 else rgb("#f4f1e6"), 0.9)
+        paint(canvas, soft_mask(cv2.ellipse2Poly((int(c[0]), int(c[1])), (1, 1), 0, 0, 360, 30).astype(np.float64),
+                                0.5), rgb("#c98a2b"))
     for edge in (collar, collar + [0, 0.09 * f.h], trim + [0, 0.04 * f.h], trim - [0, 0.04 * f.h]):
         paint(canvas, line_mask(edge, 1.2, 0.5), rgb("#3f5f78"), 0.7)
     paint(canvas, line_mask(body, 1.3, 0.5), ink, 0.7)
@@ -90,7 +99,7 @@ def daiyu(rng: np.random.Generator) -> np.ndarray:
     sheen = rgb("#5b6273")
     for sign in (1, -1):
         combed(canvas, hl * [sign, 1] + [(1 - sign) * f.cx, 0], crown * [sign, 1] + [(1 - sign) * f.cx, 0],
-                 m_hair, sheen, rng, count=120, alpha=0.2, bend=0.05 * sign)
+                 m_hair, sheen, rng, count=90, alpha=0.16, bend=0.05 * sign)
     for k in range(12):
         arc = spline(f([(-0.28 + 0.012 * k, -0.48 - 0.012 * k), (0, -0.53 - 0.008 * k),
                         (0.28 - 0.012 * k, -0.48 - 0.012 * k)]))

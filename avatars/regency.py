@@ -130,7 +130,9 @@ def elizabeth(rng: np.random.Generator) -> np.ndarray:
         combed(canvas, hl * [sign, 1] + [(1 - sign) * f.cx, 0], crown * [sign, 1] + [(1 - sign) * f.cx, 0],
                  m_hair, rgb("#8a6446"), rng, count=90, alpha=0.25, bend=0.05 * sign)
     ribbon = spline(f([(-0.5, -0.12), (-0.3, -0.36), (0.0, -0.43), (0.3, -0.36), (0.5, -0.12)]))
-    paint(canvas, soft_mask(tapered(ribbon, 0.03 * f.h, 0.03 * f.h, 0.045 * f.h), 0.6) * m_hair, rgb("#7d9cc0"))
+    band = soft_mask(tapered(ribbon, 0.02 * f.h, 0.02 * f.h, 0.03 * f.h), 0.6) * m_hair
+    satin = 0.75 + 0.35 * np.clip(1 - (xx - f.cx + 30) ** 2 / (90 ** 2), 0, 1)[..., None]  # lit where it crowns the head
+    paint(canvas, band, rgb("#7d9cc0") * satin * 0.9)
     for side in (-1, 1):  # clusters of curls at the temples, ringlets falling beside the ears
         spots = [(0.18 + 0.3 * t + rng.normal(0, 0.02), -0.14 + 0.5 * t ** 1.3 + rng.normal(0, 0.02),
                   rng.uniform(0.035, 0.055)) for t in np.linspace(0, 1, 13)]
