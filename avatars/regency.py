@@ -21,18 +21,20 @@ from photo_face import BROW_PAIRS, FACE_OVAL, Frame, blush, face_mask, painted_s
 
 
 def curl(canvas: Image, c: np.ndarray, r: float, base: np.ndarray, rng: np.random.Generator) -> None:
-    """One ringlet: a rounded lock with a dark rim, a lit crescent and the line of its spiral."""
-    def ell(centre: np.ndarray, rx: float, ry: float) -> np.ndarray:
-        pts = cv2.ellipse2Poly((int(centre[0] * 4), int(centre[1] * 4)), (int(rx * 4), int(ry * 4)),
-                               int(rng.uniform(-20, 20)), 0, 360, 10).astype(np.float64) / 4
-        return soft_mask(pts, 0.5)
-    m = ell(c, r, r * 1.15)
-    paint(canvas, m, base * 0.7)
-    paint(canvas, ell(c - [r * 0.1, r * 0.1], r * 0.8, r * 0.95), base)
-    lit = ell(c - [r * 0.25, r * 0.35], r * 0.55, r * 0.4) * (1 - ell(c + [r * 0.05, r * 0.05], r * 0.55, r * 0.6))
-    paint(canvas, lit, base * 1.7 + 0.04, 0.45)
-    arc = cv2.ellipse2Poly((int(c[0] * 4), int(c[1] * 4)), (int(r * 2.2), int(r * 2.6)), 0, 200, 470, 15) / 4
-    paint(canvas, line_mask(arc.astype(np.float64), 1.0, 0.4), base * 0.35, 0.6)
+    """One ringlet: a shadowed hollow and a spiral brush stroke of hair, lit on its upper-left turns."""
+    shadow = cv2.ellipse2Poly((int(c[0] * 4), int(c[1] * 4)), (int(r * 4.2), int(r * 4.8)), 0, 0, 360, 10) / 4
+    paint(canvas, soft_mask(shadow.astype(np.float64) + [r * 0.1, r * 0.15], 1.0), base * 0.45, 0.8)
+    t = np.linspace(0, 1, 60)
+    ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * 1.5 * t * rng.choice([-1, 1])
+    rad = r * (1 - 0.75 * t)
+    pts = c + np.stack([np.cos(ang), 1.15 * np.sin(ang)], axis=1) * rad[:, None]
+    paint(canvas, soft_mask(tapered(pts, 0.6 * r, 0.15 * r, 0.7 * r), 0.6), base)
+    facing = np.clip(-(np.cos(ang) + np.sin(ang)) / np.sqrt(2), 0, 1)  # turns facing the upper-left light
+    lit = np.zeros(canvas.shape[:2], np.float32)
+    for i in range(len(pts) - 1):
+        if facing[i] > 0.2:
+            lit = np.maximum(lit, line_mask(pts[i: i + 2] - [0.1 * r, 0.1 * r], 1.2, 0.6) * facing[i])
+    paint(canvas, lit, base * 1.8 + 0.05, 0.55)
 
 
 def elizabeth(rng: np.random.Generator) -> np.ndarray:
