@@ -160,9 +160,3 @@ def test_cli_json_and_clear_errors(portrait: Path, speech: Path, tmp_path: Path)
                           "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr and "Traceback" not in bad.stderr
-
-
-@pytest.mark.parametrize("avatar", ["daiyu.png", "elizabeth.png"])
-def test_bundled_avatars_have_a_detectable_face(avatar: str) -> None:
-    head = th.TalkingHead(REPO / "avatars" / avatar)
-    assert head.face_found
