@@ -268,3 +268,274 @@ def test_round_trip_keeps_the_lorebook_behaviour(zhiyin_home: Path) -> None:
         b = [f.to_dict() for f in lorebook.activate(load_lorebook("mira2"), convo, 500, len,
                                                    lorebook.Scan("Mira", "Visitor", turns))]
         assert a == b and a
+
+
+# ---------------------------------------------------------------------------------- activation
+def fired(book: dict, recent: list[str], budget: int | None = None, **scan) -> list[str]:
+    """The contents that fire, in prompt order (token count: one per character, to make budgets exact)."""
+    return [f.text for f in lorebook.activate(book, recent, budget, len, lorebook.Scan(**scan))]
+
+
+def book(*entries: dict, **kw) -> dict:
+    return {"entries": list(entries), "extensions": {}, **kw}
+
+
+def test_keys_match_case_insensitively_unless_case_sensitive() -> None:
+    b = book(lore_entry(keys=["Kestrel"], content="A"), lore_entry(keys=["Kestrel"], content="B", case_sensitive=True))
+    assert fired(b, ["the KESTREL flies"]) == ["A"]
+    assert fired(b, ["the Kestrel flies"]) == ["A", "B"]
+
+
+def test_constant_disabled_and_empty_entries() -> None:
+    b = book(lore_entry(constant=True, content="always"), lore_entry(keys=["x"], content="off", enabled=False),
+             lore_entry(keys=["x"], content=""))
+    assert fired(b, ["x"]) == ["always"]
+
+
+def test_selective_entries_need_a_secondary_key_too() -> None:
+    b = book(lore_entry(keys=["map"], secondary_keys=["north", "south"], selective=True, content="S"),
+             lore_entry(keys=["map"], secondary_keys=["north"], selective=False, content="N"),
+             lore_entry(keys=["map"], secondary_keys=["north"], selective=True, content="NOT ANY",
+                        extensions={"selectiveLogic": 2}))
+    assert fired(b, ["a map"]) == ["N", "NOT ANY"]
+    assert fired(b, ["a map of the North"]) == ["S", "N"]
+
+
+def test_only_the_last_scan_depth_messages_are_scanned() -> None:
+    b = book(lore_entry(keys=["storm"], content="S"), scan_depth=2)
+    assert fired(b, ["storm?", "no", "yes"]) == []
+    assert fired(b, ["storm?", "no"]) == ["S"]
+    assert fired(book(lore_entry(keys=["storm"], content="S"), scan_depth=0), ["storm"]) == []
+    deep = book(lore_entry(keys=["storm"], content="@@scan_depth 3\nS"), scan_depth=1)
+    assert fired(deep, ["storm?", "no", "yes"]) == ["S"]  # @@scan_depth overrides the book's
+
+
+def test_order_is_insertion_order_and_the_budget_cuts_the_lowest_priority() -> None:
+    b = book(lore_entry(keys=["a"], content="AAAA", insertion_order=3, priority=1),
+             lore_entry(keys=["a"], content="BBBB", insertion_order=1, priority=5),
+             lore_entry(keys=["a"], content="CCCC", insertion_order=2, priority=3))
+    assert fired(b, ["a"]) == ["BBBB", "CCCC", "AAAA"]
+    assert fired(b, ["a"], budget=8) == ["BBBB", "CCCC"]
+    assert fired({**b, "token_budget": 4}, ["a"], budget=100) == ["BBBB"]  # the smaller budget wins
+    # Without priority, the lowest insertion_order goes first (V3).
+    nop = book(lore_entry(keys=["a"], content="LOW", insertion_order=1), lore_entry(keys=["a"], content="HIGH",
+                                                                                   insertion_order=9))
+    assert fired(nop, ["a"], budget=4) == ["HIGH"]
+
+
+def test_regex_keys_and_invalid_patterns() -> None:
+    b = book(lore_entry(keys=["/st(a|o)rs?/"], use_regex=True, content="R"),
+             lore_entry(keys=["(unclosed"], use_regex=True, content="BAD"),
+             lore_entry(keys=["^Hello$"], use_regex=True, case_sensitive=True, content="CS"),
+             lore_entry(keys=["x"], use_regex=True, constant=True, content="C"))  # constant ignored with regex
+    assert fired(b, ["Look at the STARS", "(unclosed"]) == ["R"]
+    assert fired(b, ["hello"]) == [] and fired(b, ["Hello"]) == ["CS"]
+
+
+def test_macros_in_keys_and_content_are_resolved() -> None:
+    b = book(lore_entry(keys=["{{char}}'s ship"], content="{{char}} owns it; {{user}} does not."))
+    assert fired(b, ["Is this Mira's ship?"], char="Mira", user="Visitor") == ["Mira owns it; Visitor does not."]
+
+
+def test_decorators_activate_only_after_every_and_switches() -> None:
+    b = book(lore_entry(keys=["gold"], content="@@activate_only_after 2\nAFTER"),
+             lore_entry(keys=["gold"], content="@@activate_only_every 2\nEVERY"),
+             lore_entry(keys=["zzz"], content="@@activate\nALWAYS"),
+             lore_entry(constant=True, content="@@dont_activate\nNEVER"),
+             lore_entry(keys=["gold"], content="@@exclude_keys silver, copper\nEXCL"),
+             lore_entry(keys=["gold"], content="@@additional_keys coin\nADD"),
+             lore_entry(keys=["gold"], content="@@is_greeting 1\nGREET1"))
+    assert fired(b, ["gold"], char_messages=1) == ["ALWAYS", "EXCL"]
+    assert fired(b, ["gold coin and silver"], char_messages=2, greeting=1) == ["AFTER", "EVERY", "ALWAYS", "ADD",
+                                                                               "GREET1"]
+
+
+def test_decorators_are_trimmed_and_fallbacks_used_when_unknown() -> None:
+    decorators, text = lorebook.parse_decorators("@@risu_only 3\n@@@activate_only_after 4\n@@depth 0\n\nBody\n")
+    assert decorators == {"activate_only_after": ["4"], "depth": ["0"]} and text == "Body"
+    decorators, _ = lorebook.parse_decorators("@@activate_only_after 1\n@@@activate_only_after 9\nx")
+    assert decorators == {"activate_only_after": ["1"]}  # a known decorator: its fallback is not used
+
+
+def test_match_history_decorators() -> None:
+    b = book(lore_entry(keys=["x"], content="@@keep_activate_after_match\nKEEP"),
+             lore_entry(keys=["x"], content="@@dont_activate_after_match\nONCE"))
+    assert fired(b, ["x"]) == ["KEEP", "ONCE"]
+    assert fired(b, ["nothing"], fired_before={0, 1}) == ["KEEP"]
+
+
+def test_recursive_scanning_only_when_the_book_asks() -> None:
+    entries = [lore_entry(keys=["ship"], content="The ship carries a compass."),
+               lore_entry(keys=["compass"], content="The compass points home.")]
+    assert fired(book(*entries), ["the ship"]) == ["The ship carries a compass."]
+    assert len(fired(book(*entries, recursive_scanning=True), ["the ship"])) == 2
+
+
+def test_world_info_puts_stable_entries_in_the_head_and_the_rest_in_the_turn_once() -> None:
+    b = book(lore_entry(constant=True, content="Airships fly on lift-stone.", position="after_char"),
+             lore_entry(keys=["storm"], content="The storm wall rings the north."),
+             lore_entry(keys=["compass"], content="@@depth 0\nThe compass points home."),
+             lore_entry(constant=True, content="@@activate_only_after 2\nLate constant."))
+    wi = prompting.WorldInfo(b, 1000, len, "Mira", "Visitor", "en")
+    assert wi.head() == {"after_desc": "Airships fly on lift-stone."}
+    t1 = wi.turn(["Tell me of the storm and the compass"], char_messages=1)
+    assert t1.before == "[World info]\nThe storm wall rings the north." and t1.after == "The compass points home."
+    assert [f.entry.index for f in t1.fired] == [0, 1, 2] and t1.rendered == [1, 2]
+    t2 = wi.turn(["Tell me of the storm and the compass", "...", "and the storm again?"], 2, present=t1.rendered)
+    assert (t2.before, t2.after, t2.rendered) == ("[World info]\nLate constant.", "", [3])  # nothing repeated
+    assert wi.head() == {"after_desc": "Airships fly on lift-stone."}  # the head never changes
+    t3 = wi.turn(["What is for dinner?"], 3, present=[1, 2, 3])
+    assert (t3.before, t3.after, t3.rendered) == ("", "", [])
+
+
+def test_card_prompts_replace_ours_with_original_as_a_placeholder() -> None:
+    assert prompting.override("", "OURS") == "OURS"
+    assert prompting.override("Theirs only.", "OURS") == "Theirs only."
+    assert prompting.override("{{ORIGINAL}}\nAnd more.", "OURS") == "OURS\nAnd more."
+
+
+def test_macros_are_case_insensitive() -> None:
+    text = "{{char}} {{CHAR}} <BOT> <bot> <char> {{user}} {{User}} <USER> {{// a note}}end"
+    assert spec.resolve(text, "Mira", "You") == "Mira Mira Mira Mira Mira You You You end"
+
+
+# ------------------------------------------------------------------------------------ bad input
+BAD_INPUT: dict[str, tuple[bytes, str]] = {}
+
+
+def bad_inputs() -> dict[str, tuple[str, bytes, str]]:
+    """name -> (file name, bytes, a word the sentence must contain)."""
+    truncated = b64(v2_card())
+    return {
+        "png without a card": ("plain.png", png_card({"Software": "Pillow"}), "without a character card"),
+        "truncated base64": ("cut.png", png_card({"chara": truncated[:len(truncated) // 2 + 1]}), "damaged"),
+        "truncated json": ("cut2.png", png_card({"chara": truncated[:len(truncated) // 2 // 4 * 4]}), "damaged"),
+        "json list": ("list.json", b"[1, 2, 3]", "not a character card"),
+        "json not a card": ("package.json", b'{"name": "left-pad", "version": "1.0"}', "not a character card"),
+        "lorebook": ("book.json", json.dumps({"spec": "lorebook_v3", "data": V2_BOOK}).encode(), "lorebook"),
+        "v2 without data": ("nodata.json", b'{"spec": "chara_card_v2"}', "damaged"),
+        "not json": ("notes.txt", b"hello", "not a character card"),
+        "png cut short": ("short.png", picture()[:40], "cut short"),
+        "charx traversal": ("evil.charx", charx(v3_card(), {"../../evil.txt": b"x"}), "unsafe path"),
+        "charx absolute": ("evil2.charx", charx(v3_card(), {"/tmp/evil.txt": b"x"}), "unsafe path"),
+        "charx without card": ("nocard.charx", zipfile_bytes({"readme.txt": b"hi"}), "card.json"),
+        "not a zip": ("broken.charx", b"PK\x03\x04garbage", "not a readable"),
+    }
+
+
+def zipfile_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def assert_refused(zhiyin_home: Path, call, word: str) -> str:
+    """The call raises one sentence containing ``word`` and writes nothing anywhere under ZHIYIN_HOME."""
+    before = tree(zhiyin_home)
+    bundled = tree(BUNDLED.knowledge)
+    with pytest.raises(CardError) as err:
+        call()
+    message = str(err.value)
+    assert word in message and "\n" not in message and "Traceback" not in message
+    assert tree(zhiyin_home) == before and tree(BUNDLED.knowledge) == bundled
+    assert {c.id for c in list_characters()} >= {"daiyu", "elizabeth"}
+    return message
+
+
+@pytest.mark.parametrize("case", list(bad_inputs()))
+def test_bad_input_is_one_sentence_and_writes_nothing(zhiyin_home: Path, case: str) -> None:
+    name, blob, word = bad_inputs()[case]
+    assert_refused(zhiyin_home, lambda: import_card(blob, name), word)
+
+
+def test_a_50_mb_png_is_refused_without_reading_it_all(zhiyin_home: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as fh:
+        fh.write(png_card({"chara": b64(v2_card())}))
+        fh.truncate(50 * 1024 * 1024)
+    message = assert_refused(zhiyin_home, lambda: import_path(big), "too large")
+    assert "big.png" in message
+
+
+def test_a_zip_bomb_is_refused(zhiyin_home: Path) -> None:
+    bomb = zipfile_bytes({"card.json": json.dumps(v3_card()).encode(), "assets/other/x.bin": bytes(30 * 1024 * 1024)})
+    assert len(bomb) < 100_000
+    assert_refused(zhiyin_home, lambda: import_card(bomb, "bomb.charx"), "zip bomb")
+
+
+def test_a_card_whose_name_is_an_existing_id_is_refused(zhiyin_home: Path) -> None:
+    card = v2_card()
+    card["data"]["name"] = "daiyu"
+    message = assert_refused(zhiyin_home, lambda: import_card(json.dumps(card).encode(), "daiyu.json"), "already")
+    assert "--id" in message
+    import_card(json.dumps(card).encode(), "daiyu.json", "daiyu-card")  # with another id it imports
+    assert load_card("daiyu").name == "林黛玉" and load_card("daiyu-card").name == "daiyu"
+
+
+def test_a_successful_import_writes_only_the_new_folder(zhiyin_home: Path) -> None:
+    before = set(tree(zhiyin_home))
+    import_card(png_card({"ccv3": b64(v3_card())}), "mira.png")
+    new = set(tree(zhiyin_home)) - before
+    assert new and all(p.startswith("knowledge/Mira-Vale/") for p in new)
+
+
+def test_export_errors_are_sentences(zhiyin_home: Path, tmp_path: Path) -> None:
+    with pytest.raises(CardError, match="ending in .png, .json or .charx"):
+        export_card("daiyu", tmp_path / "daiyu.webp")
+    with pytest.raises(CardError, match="does not exist"):
+        export_card("daiyu", tmp_path / "missing" / "daiyu.png")
+    with pytest.raises(CharacterError, match="No character"):
+        export_card("nobody", tmp_path / "x.png")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def test_cli_import_and_export_print_results_and_json(zhiyin_home: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "mira.png"
+    path.write_bytes(png_card({"ccv3": b64(v3_card())}))
+    assert characters.main(["import", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["id"], result["card_version"], result["lorebook_entries"]) == ("Mira-Vale", 3, 9)
+    assert characters.main(["export", "Mira-Vale", "--out", str(tmp_path / "m.charx")]) == 0
+    assert "Wrote" in capsys.readouterr().out and zipfile.is_zipfile(tmp_path / "m.charx")
+
+
+def test_cli_errors_are_one_sentence_on_stderr_with_exit_code_2(zhiyin_home: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "plain.png"
+    path.write_bytes(picture())
+    assert characters.main(["import", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: plain.png is a PNG image without")
+    assert captured.err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------- card.yaml validation
+def write_card(home: Path, cid: str, text: str) -> Path:
+    folder = home / "knowledge" / cid
+    folder.mkdir(parents=True)
+    (folder / "card.yaml").write_text(text, encoding="utf-8")
+    return folder / "card.yaml"
+
+
+@pytest.mark.parametrize("text, field", [
+    ("- name: 黛玉\n- persona: x\n", "a list"),
+    ("name: 宝钗\naliases: 黛玉\n", "'aliases'"),
+    ("name: 宝钗\nexample_dialogue: [hello]\n", "'example_dialogue.0'"),
+    ("name: 宝钗\nvoice: zh-CN-XiaoyiNeural\n", "'voice'"),
+])
+def test_a_malformed_card_is_a_sentence_naming_file_and_field_and_others_still_work(
+        zhiyin_home: Path, text: str, field: str) -> None:
+    path = write_card(zhiyin_home, "broken", text)
+    with pytest.raises(CharacterError) as err:
+        load_card("broken")
+    assert str(path) in str(err.value) and field in str(err.value)
+    assert {c.id for c in list_characters()} == {"daiyu", "elizabeth"}  # no crash, the others are listed
+    assert [p for p in card_problems() if str(path) in p and field in p]
+
+
+def test_a_valid_card_with_numbers_and_empty_fields_still_loads(zhiyin_home: Path) -> None:
+    write_card(zhiyin_home, "ok", "name: 1984\ngreeting:\naliases: [Winston, 6079]\n")
+    card = load_card("ok")
+    assert (card.name, card.greeting, card.aliases) == ("1984", "", ["Winston", "6079"])
+    assert card.names == ["Winston", "1984", "6079"]
