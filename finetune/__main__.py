@@ -1,4 +1,4 @@
-"""CLI: ``python -m finetune extract|train ...`` (results on stdout, progress on stderr)."""
+"""CLI: ``python -m finetune extract|train|adapters ...`` (results on stdout, progress on stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +85,30 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             "samples_per_second": m["samples_per_second"], "base_model": m["base_model"]}
 
 
+def cmd_adapters(args: argparse.Namespace) -> dict[str, Any]:
+    """List a character's adapter versions (newest last), or make one of them the live one."""
+    from finetune.train import adapter_dir
+    from llm import adapters
+
+    folder = adapter_dir(args.character)
+    if args.live:
+        version = folder / args.live
+        if not adapters.is_adapter(version):
+            names = ", ".join(v.name for v in adapters.versions(folder)) or "none"
+            raise SystemExit(f"No adapter version '{args.live}' of {args.character}; choose one of: {names}.")
+        adapters.set_live(folder, version)
+    live = adapters.live(folder)
+    rows = []
+    for version in adapters.versions(folder):
+        manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8")) \
+            if (version / "manifest.json").is_file() else {}
+        after = manifest.get("eval", {}).get("after", {})
+        rows.append({"version": version.name, "live": version == live, "status": manifest.get("status", "?"),
+                     "steps": manifest.get("steps_done"), "eval_loss": after.get("loss")})
+    return {"character": args.character, "folder": str(folder), "live": live.name if live else None,
+            "versions": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from finetune.extract import FORMATS
@@ -111,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--max-len", type=int, default=320, help="tokens per sample")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--json", action="store_true")
+    ad = sub.add_parser("adapters", help="list a character's adapter versions, or choose the live one")
+    ad.add_argument("character")
+    ad.add_argument("--live", metavar="VERSION", help="serve this version (e.g. the one before the last training)")
+    ad.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        summary = {"extract": cmd_extract, "train": cmd_train}[args.cmd](args)
+        summary = {"extract": cmd_extract, "train": cmd_train, "adapters": cmd_adapters}[args.cmd](args)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"error: {exc.code}", file=sys.stderr)

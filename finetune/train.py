@@ -1,9 +1,10 @@
 """Train a LoRA adapter (peft) on a character's extracted lines, on CPU or GPU.
 
-The adapter goes to ``checkpoints/adapters/<character>/`` with ``manifest.json``
-(base model and its hash, data hash, hyper-parameters, loss curve, held-out loss
-before and after). Ctrl-C saves a usable adapter and the optimizer state, and
-``resume=True`` continues from it.
+Each run writes a new version ``checkpoints/adapters/<character>/v-<time>-<pid>/`` with
+``manifest.json`` (base model and its hash, data hash, hyper-parameters, loss curve, held-out
+loss before and after), and a complete run then becomes the live one (llm/adapters.py): the
+previous adapter is kept. Ctrl-C saves a usable adapter and the optimizer state in the run's
+version, and ``resume=True`` continues the newest version.
 """
 from __future__ import annotations
 
@@ -21,14 +22,11 @@ from typing import Any
 
 import settings
 from finetune.extract import record_to_turns
+from llm import adapters
+from llm.common import CHATML  # the template the transformers backend serves with
 
 MANIFEST = "manifest.json"
 STATE = "trainer_state.pt"
-# Qwen2.5's own chat format, for a tokenizer that arrives without a template.
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 class TrainError(RuntimeError):
@@ -53,7 +51,7 @@ class TrainConfig:
 
 
 def adapter_dir(character_id: str) -> Path:
-    """Where a character's adapter lives: ``checkpoints/adapters/<character>/``."""
+    """Where a character's adapter versions live: ``checkpoints/adapters/<character>/``."""
     from characters import safe_id
 
     return settings.paths().checkpoints / "adapters" / safe_id(character_id)
@@ -244,10 +242,13 @@ class TrainResult:
 
 
 def _save(model: Any, out: Path, manifest: dict[str, Any], optimizer: Any, step: int, curve: list) -> None:
-    """Write adapter + manifest (+ optimizer state) to a temp folder, then swap it in, so a crash never leaves half an adapter."""
+    """Write adapter + manifest (+ optimizer state) to a temp folder, then swap it in, so a crash never leaves half an adapter.
+
+    ``out`` is this run's own version folder: only a resumed run replaces it, never another run's adapter.
+    """
     import torch
 
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(out.name + ".tmp")  # not a version name (llm/adapters.py): never served half-written
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "curve": curve}, tmp / STATE)
@@ -268,7 +269,7 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
     from tqdm import tqdm
 
     config = config or TrainConfig()
-    out = adapter_dir(character_id)
+    folder = adapter_dir(character_id)
     data = Path(data)
     records = load_records(data)
     data_hash = sha256_path(data)
@@ -276,12 +277,15 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
     base_hash = sha256_path(base_obj.path)
     previous: dict[str, Any] | None = None
     if resume:
+        out = adapters.latest(folder) or folder
         if not (out / MANIFEST).is_file():
-            raise TrainError(f"Nothing to resume at {out}; train without --resume first.")
+            raise TrainError(f"Nothing to resume at {folder}; train without --resume first.")
         previous = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         if previous["data_sha256"] != data_hash or previous["base_sha256"] != base_hash:
             raise TrainError("The data or base model changed since that checkpoint; train without --resume to start over.")
         config = TrainConfig(**{**asdict(config), **previous["hyperparameters"], "steps": config.steps})
+    else:
+        out = adapters.new_version(folder)
     torch.manual_seed(config.seed)
     tokenizer, model, mode = load_base(base_obj)
     encoded = [encode(tokenizer, s, i, o, config.max_len) for s, i, o in records]
@@ -292,7 +296,7 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
     before = previous["eval"]["before"] if previous else evaluate(model, held_out, pad_id)
     if previous:
         model = PeftModel.from_pretrained(model, out, is_trainable=True)
-        state = torch.load(out / STATE, weights_only=False)
+        state = load_state(out / STATE)
         step, curve = state["step"], state["curve"]
     else:
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
@@ -318,7 +322,8 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
         order += chunk
     device = next(model.parameters()).device
     manifest: dict[str, Any] = {
-        "character": out.name,
+        "character": folder.name,
+        "version": out.name,
         "base_model": base_obj.label,
         "base_path": str(base_obj.path),
         "base_sha256": base_hash,
@@ -333,7 +338,7 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
         "eval": {"before": before},
     }
     trained_samples, t0 = 0, time.time()
-    bar = tqdm(total=config.steps, initial=step, desc=f"LoRA {out.name}", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=config.steps, initial=step, desc=f"LoRA {folder.name}", file=sys.stderr, disable=not progress)
     try:
         while step < config.steps:
             picked = order[step * config.batch_size:(step + 1) * config.batch_size]
@@ -356,6 +361,8 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
         bar.close()
         manifest.update(status="interrupted", steps_done=step, loss_curve=curve)
         _save(model, out, manifest, optimizer, step, curve)
+        if adapters.live(folder) is None:
+            adapters.set_live(folder, out)  # the first adapter ever: half-trained is better than none
         print(f"Interrupted at step {step}/{config.steps}; the adapter so far is saved in {out}. "
               f"Continue with --resume.", file=sys.stderr)
         raise
@@ -369,6 +376,23 @@ def train(character_id: str, data: Path, base: str = "", config: TrainConfig | N
         samples_per_second=round(trained_samples / seconds, 3) if seconds > 0 else None,
         total_seconds=round(time.time() - started, 2),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     _save(model, out, manifest, optimizer, step, curve)
+    if out != folder:  # a flat adapter of the older layout, resumed in place, is live already
+        adapters.set_live(folder, out)
     return TrainResult(out, manifest)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The optimizer state of an interrupted run, read as plain tensors and numbers only.
+
+    The file sits in a user folder: ``weights_only=True`` refuses a pickle that would run code.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
+        raise TrainError(f"{path} is not a plain training checkpoint (it may hold code), so it was not loaded; "
+                         "delete it and train without --resume.") from exc

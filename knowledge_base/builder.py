@@ -148,11 +148,27 @@ def _new_version(root: Path) -> Path:
     return folder
 
 
+RETIRED = "RETIRED"  # written into a version when another replaces it
+# Another process (the page, the API) may be in the middle of a search on a version that was just
+# replaced; it reopens the live one at its next turn, so a retired version is kept this long.
+RETIRED_GRACE_S = 600
+
+
+def _retire(version: Path | None) -> None:
+    if version is not None and version.is_dir():
+        (version / RETIRED).write_text(str(time.time()), encoding="utf-8")
+
+
 def _cleanup(root: Path, keep: set[str]) -> None:
-    """Drop versions that are neither live nor the previous one (including interrupted builds)."""
+    """Drop versions that are neither live nor the previous one (including interrupted builds),
+    except those retired less than RETIRED_GRACE_S ago."""
     for folder in root.glob("v-*"):
-        if folder.name not in keep:
-            remove_version(folder)
+        if folder.name in keep:
+            continue
+        marker = folder / RETIRED
+        if marker.is_file() and time.time() - marker.stat().st_mtime < RETIRED_GRACE_S:
+            continue
+        remove_version(folder)
 
 
 def build(
@@ -209,6 +225,7 @@ def build(
             remove_version(version)  # nothing half-built is ever left pointing anywhere
             raise
         set_current(root, version)
+        _retire(prev)
         _cleanup(root, {version.name} | ({prev.name} if prev else set()))
         report.version = version.name
         report.upgrade_pending = _upgrade_wanted(read_manifest(version), wanted)
@@ -407,6 +424,7 @@ def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progres
                 remove_version(new)
                 raise
             set_current(root, new)
+            _retire(version)
             _cleanup(root, {new.name, version.name})
             report("done", len(chunks), len(chunks))
             return True

