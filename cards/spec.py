@@ -153,6 +153,20 @@ def resolve(text: str, char: str, user: str) -> str:
     return _USER.sub(lambda _m: user, text)
 
 
+_ORIGINAL = re.compile(r"\{\{\s*original\s*\}\}", re.I)
+
+
+def with_original(card_text: str, original: str) -> str:
+    """A card's ``system_prompt`` or ``post_history_instructions`` in place of the app's own text.
+
+    V2: the card's text replaces ours by default, ``{{original}}`` in it stands for ours, and an empty
+    field keeps ours.
+    """
+    if not card_text or not card_text.strip():
+        return original
+    return _ORIGINAL.sub(lambda _m: original, card_text).strip()
+
+
 def char_name(data: dict) -> str:
     """What ``{{char}}`` stands for: V3's nickname when there is one, else the name."""
     nick = data.get("nickname")

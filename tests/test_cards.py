@@ -16,14 +16,17 @@ import zlib
 from pathlib import Path
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from PIL import Image
 
 import characters
-from cards import codec, lorebook, prompting, spec
+import llm
+from cards import codec, lorebook, spec, worldinfo
 from cards.spec import CardError
 from cards.transfer import export_bytes, export_card, import_card, import_path
 from characters import CharacterError, card_problems, list_characters, load_card, load_lorebook
-from settings import BUNDLED
+from settings import BUNDLED, load_settings
+from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
 
 
 # ------------------------------------------------------------------------------- cards we write
@@ -104,7 +107,7 @@ def v3_card() -> dict:
         lore_entry(keys=[], constant=True, content="@@position after_desc\nMira is thirty-four.", id=7,
                    insertion_order=1),
         lore_entry(keys=["treasure"], content="@@activate_only_after 2\nThe treasure is a seed vault.", id=8),
-        lore_entry(keys=["/st(a|o)rs?/i"], use_regex=True, content="Navigation by the stars.", id=9),
+        lore_entry(keys=["/\\bstars?\\b/i"], use_regex=True, content="Navigation by the stars.", id=9),
     ]
     d.update(assets=[{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"},
                      {"type": "background", "uri": "https://example.org/sky.png", "name": "main", "ext": "png"}],
@@ -376,7 +379,7 @@ def test_world_info_puts_stable_entries_in_the_head_and_the_rest_in_the_turn_onc
              lore_entry(keys=["storm"], content="The storm wall rings the north."),
              lore_entry(keys=["compass"], content="@@depth 0\nThe compass points home."),
              lore_entry(constant=True, content="@@activate_only_after 2\nLate constant."))
-    wi = prompting.WorldInfo(b, 1000, len, "Mira", "Visitor", "en")
+    wi = worldinfo.WorldInfo(b, 1000, len, "Mira", "Visitor", "en")
     assert wi.head() == {"after_desc": "Airships fly on lift-stone."}
     t1 = wi.turn(["Tell me of the storm and the compass"], char_messages=1)
     assert t1.before == "[World info]\nThe storm wall rings the north." and t1.after == "The compass points home."
@@ -389,9 +392,9 @@ def test_world_info_puts_stable_entries_in_the_head_and_the_rest_in_the_turn_onc
 
 
 def test_card_prompts_replace_ours_with_original_as_a_placeholder() -> None:
-    assert prompting.override("", "OURS") == "OURS"
-    assert prompting.override("Theirs only.", "OURS") == "Theirs only."
-    assert prompting.override("{{ORIGINAL}}\nAnd more.", "OURS") == "OURS\nAnd more."
+    assert spec.with_original("", "OURS") == "OURS"
+    assert spec.with_original("Theirs only.", "OURS") == "Theirs only."
+    assert spec.with_original("{{ORIGINAL}}\nAnd more.", "OURS") == "OURS\nAnd more."
 
 
 def test_macros_are_case_insensitive() -> None:
@@ -538,4 +541,96 @@ def test_a_valid_card_with_numbers_and_empty_fields_still_loads(zhiyin_home: Pat
     write_card(zhiyin_home, "ok", "name: 1984\ngreeting:\naliases: [Winston, 6079]\n")
     card = load_card("ok")
     assert (card.name, card.greeting, card.aliases) == ("1984", "", ["Winston", "6079"])
-    assert card.names == ["Winston", "1984", "6079"]
+    assert card.names[0] == "Winston" and set(card.names) == {"Winston", "1984", "6079"}
+
+
+# ------------------------------------------------------------------------------- in the prompt
+SKY_BOOK = """Chapter 1
+
+The Kestrel left the harbour at dawn with a crew of nine. Mira stood at the wheel and watched the clouds.
+
+Chapter 2
+
+Past the islands the wind turned cold, and the crew tied down the sails before the night came.
+"""
+
+
+class Recorder(BaseCallbackHandler):
+    """Records the messages each chat-model call receives (LangChain's own callback, not a fake)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list] = []
+
+    def on_chat_model_start(self, serialized, messages, **kwargs) -> None:  # noqa: ANN001
+        self.calls.append(list(messages[0]))
+
+
+@pytest.fixture
+def mira(zhiyin_home: Path, tmp_path: Path) -> str:
+    """The V3 card imported, with a short book of her own built with the packaged USE embedder."""
+    from knowledge_base.builder import build
+
+    import_card(png_card({"ccv3": b64(v3_card())}), "mira.png")
+    book = tmp_path / "in" / "sky.txt"
+    book.parent.mkdir()
+    book.write_text(SKY_BOOK, encoding="utf-8")
+    build("Mira-Vale", [book], embedder="use")
+    return "Mira-Vale"
+
+
+@pytest.fixture
+def tiny_llm(tiny_qwen_dir: Path):  # noqa: F811
+    def make(recorder: Recorder | None = None):
+        settings = load_settings(llm_backend="transformers", llm_model=str(tiny_qwen_dir), threads=2,
+                                 temperature=0, max_tokens=4)
+        return llm.get_chat_model(settings, callbacks=[recorder] if recorder else None)
+
+    return make
+
+
+def test_the_cards_prompts_scenario_and_world_info_take_their_places(mira: str, tiny_llm) -> None:
+    from ragchat import Companion
+
+    bot = Companion(mira, mode="roleplay", llm=tiny_llm())
+    p = bot.prepare("Tell me about the Kestrel and the storm wall.")
+    system, turn = p.messages[0].content, p.prompt
+    persona = bot.card.persona
+    # Head: the stable constants where their position says (default before the description), the
+    # scenario, and the card's system prompt with {{original}} standing for the role-play rules.
+    assert system.startswith("Airships fly on lift-stone.\n\n" + persona)
+    assert system.index("Visitor has stowed away") < system.index("Mira is thirty-four.")
+    assert system.endswith("Answer in two or three sentences.\nStay in the sky.")
+    # The turn: the fired keyword entries first, in insertion order; post-history instructions last.
+    assert turn.startswith("[World info]\nThe Kestrel is a three-masted airship.\n\nThe storm wall is a ring")
+    assert "Keep Mira terse. (Answer" in turn.splitlines()[-1]
+    assert {f["label"] for f in p.fired} >= {"storm", "entry 1"} and p.tokens["lore"] > 0
+    assert "Navigation by the stars." not in system + turn and "seed vault" not in system + turn
+    reader = Companion(mira, mode="reader", llm=tiny_llm()).prepare("Tell me about the Kestrel.")
+    assert "Stay in the sky." not in reader.messages[0].content and "Keep Mira terse" not in reader.prompt
+
+
+def test_a_turn_that_fires_nothing_new_keeps_the_whole_prefix(mira: str, tiny_llm) -> None:
+    from events import Sources
+    from ragchat import Companion
+
+    rec = Recorder()
+    bot = Companion(mira, mode="roleplay", llm=tiny_llm(rec))
+    lore = []
+    for q in ("Tell me about the Kestrel.", "And the Kestrel's crew?", "Is the storm wall far?"):
+        lore.append([e for e in list(bot.turn(q)) if isinstance(e, Sources)][0].lore)
+    first, second, third = rec.calls
+
+    def extends(after: list, before: list) -> bool:
+        """``after`` begins with ``before``'s messages (its last one is the answer's given start, "I")."""
+        n = len(before) - 1
+        return ([m.content for m in after[:n]] == [m.content for m in before[:n]]
+                and after[n].content.startswith(before[n].content))
+
+    assert len({c[0].content for c in rec.calls}) == 1  # the head never changes
+    assert extends(second, first)
+    assert "[World info]" in first[-2].content and "Kestrel is a three-masted" in first[-2].content
+    # Turn 2 names the Kestrel again: it fires (and is listed) but is not written twice.
+    assert "[World info]" not in second[-2].content and any("key 'Kestrel'" in x for x in lore[1])
+    assert extends(third, second)
+    assert third[-2].content.startswith("[World info]\nThe storm wall") and "Kestrel is a" not in third[-2].content
+    assert bot.history[0].lore == [1] and bot.history[1].lore == [] and bot.history[2].lore == [0]

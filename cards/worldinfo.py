@@ -1,5 +1,4 @@
-"""What the prompt builder calls for a character from a card: her system prompt and post-history
-instructions (V2's ``{{original}}`` rules) and the world info of her lorebook, placed for the prefix cache.
+"""World info for one conversation: the lorebook's entries placed for llama.cpp's prefix cache.
 
 llama.cpp reuses the longest unchanged prefix of a prompt. So world info is split in two:
 
@@ -11,26 +10,13 @@ llama.cpp reuses the longest unchanged prefix of a prompt. So world info is spli
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from cards import lorebook
 from cards.lorebook import Book, Fired, Scan
 
-_ORIGINAL = re.compile(r"\{\{\s*original\s*\}\}", re.I)
 LABELS = {"zh": "【背景设定】", "en": "[World info]"}
-
-
-def override(card_text: str, original: str) -> str:
-    """A card's ``system_prompt`` or ``post_history_instructions`` in place of the app's own text.
-
-    V2: the card's text replaces ours by default; ``{{original}}`` in it stands for ours; an empty
-    field keeps ours.
-    """
-    if not card_text or not card_text.strip():
-        return original
-    return _ORIGINAL.sub(lambda _m: original, card_text).strip()
 
 
 @dataclass
