@@ -21,8 +21,21 @@ from cards import codec, lorebook, spec
 from cards.mapping import card_from_v3, v3_from_card
 from cards.portrait import placeholder_png, portrait_png
 from cards.spec import CardError
-from characters import (LOREBOOK_FILE, SOURCE_FILE, TEXTS_DIR, Card, CharacterError, avatar_path, character_dir,
-                        exists, load_card, load_lorebook, safe_id, save_card, texts_dir)
+from characters import (
+    LOREBOOK_FILE,
+    SOURCE_FILE,
+    TEXTS_DIR,
+    Card,
+    CharacterError,
+    avatar_path,
+    character_dir,
+    exists,
+    load_card,
+    load_lorebook,
+    safe_id,
+    save_card,
+    texts_dir,
+)
 from settings import paths
 
 AVATAR_FILE = "avatar.png"

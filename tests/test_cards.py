@@ -634,3 +634,33 @@ def test_a_turn_that_fires_nothing_new_keeps_the_whole_prefix(mira: str, tiny_ll
     assert extends(third, second)
     assert third[-2].content.startswith("[World info]\nThe storm wall") and "Kestrel is a" not in third[-2].content
     assert bot.history[0].lore == [1] and bot.history[1].lore == [] and bot.history[2].lore == [0]
+
+
+# ----------------------------------------------------------------------------------- the page
+def test_knowledge_page_imports_a_card_and_names_a_broken_one(zhiyin_home: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    write_card(zhiyin_home, "broken", "name: 宝钗\naliases: 黛玉\n")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.run()
+    at.sidebar.radio(key="page").set_value("Knowledge").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("broken/card.yaml has a bad 'aliases'" in str(w.value) for w in at.warning)
+    assert "broken" not in at.sidebar.selectbox(key="character").options  # the others still work
+    at.file_uploader(key="card_file").set_value(("mira.png", png_card({"ccv3": b64(v3_card())}), "image/png")).run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception and not at.error, [str(e.value) for e in at.error]
+    assert at.sidebar.selectbox(key="character").value == "Mira-Vale"  # selected at once
+    assert any("Imported Mira Vale" in str(s.value) for s in at.success)
+    assert any("Lorebook: 9 entries (2 always" in str(c.value) for c in at.caption)
+    at.file_uploader(key="card_file").set_value(("plain.png", picture(), "image/png")).run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception and any("without a character card" in str(e.value) for e in at.error)
+
+
+def test_import_card_upload_uses_the_given_id(zhiyin_home: Path) -> None:
+    from ui import knowledge
+
+    report = knowledge.import_card_upload("mira.json", json.dumps(v2_card()).encode(), " mira ")
+    assert report.card.id == "mira" and knowledge.lorebook_summary(report.card).startswith("Lorebook: 5 entries (1")
+    assert knowledge.lorebook_summary(load_card("daiyu")) == "No lorebook."
