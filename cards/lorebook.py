@@ -31,6 +31,10 @@ POSITIONS = {"before_char": "before_desc", "after_char": "after_desc", "before_d
              "after_desc": "after_desc", "personality": "personality", "scenario": "scenario"}
 TURN_DEPENDENT = {"activate_only_after", "activate_only_every", "keep_activate_after_match",
                   "dont_activate_after_match"}
+# SillyTavern writes `use_regex: true` on every entry it exports, though its keys are plain text unless
+# written /like this/. An entry carrying SillyTavern's own extensions is read the way SillyTavern means it
+# (otherwise its constants and secondary keys would be ignored, as V3 says for regex entries).
+SILLYTAVERN_MARKERS = {"selectiveLogic", "useProbability", "probability", "display_index", "exclude_recursion"}
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Entry:
     position: str = ""  # before_desc | after_desc | personality | scenario | "" (V2 position or @@position)
     label: str = ""  # name or comment, for the page
     logic: int = 0  # SillyTavern's selectiveLogic: 0 AND ANY, 1 NOT ALL, 2 NOT ANY, 3 AND ALL
+    slash_regex: bool = False  # SillyTavern's keys: plain text, or a regex when written /pattern/flags
+    whole_words: bool = False  # SillyTavern's match_whole_words
     decorators: dict[str, list[str]] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
@@ -169,15 +175,19 @@ def parse(book: dict | None) -> Book:
         position = POSITIONS.get(decorators.get("position", [""])[0]) or POSITIONS.get(str(raw.get("position")), "")
         label = str(raw.get("name") or raw.get("comment") or "").strip()
         logic = int(_num(ext.get("selectiveLogic"), 0) or 0)
+        tavern = bool(SILLYTAVERN_MARKERS & set(ext))
+        if tavern and _num(ext.get("scan_depth"), None) is not None and "scan_depth" not in decorators:
+            decorators["scan_depth"] = [str(ext["scan_depth"])]
         entries.append(Entry(
             index=i, keys=_strings(raw.get("keys")), content=content, enabled=raw.get("enabled", True) is not False,
             insertion_order=_num(raw.get("insertion_order"), 0) or 0,
             case_sensitive=bool(raw.get("case_sensitive") if raw.get("case_sensitive") is not None
                                 else ext.get("case_sensitive")),
-            use_regex=raw.get("use_regex") is True, constant=raw.get("constant") is True,
+            use_regex=raw.get("use_regex") is True and not tavern, constant=raw.get("constant") is True,
             selective=raw.get("selective") is True, secondary_keys=_strings(raw.get("secondary_keys")),
             priority=_num(raw.get("priority"), None), position=position, label=label,
-            logic=logic if logic in (0, 1, 2, 3) else 0, decorators=decorators))
+            logic=logic if logic in (0, 1, 2, 3) else 0, slash_regex=tavern, whole_words=ext.get("match_whole_words") is True,
+            decorators=decorators))
     depth = _num(book.get("scan_depth"), None)
     budget = _num(book.get("token_budget"), None)
     return Book(entries, int(depth) if depth is not None and depth >= 0 else None,
@@ -203,9 +213,12 @@ def _pattern(key: str, case_sensitive: bool) -> re.Pattern | None:
 def _found(keys: Sequence[str], text: str, entry: Entry) -> str | None:
     """The first key that occurs in ``text`` (a pattern that matches, for regex entries)."""
     for key in keys:
-        if entry.use_regex:
+        if entry.use_regex or (entry.slash_regex and _REGEX_LITERAL.match(key)):
             pat = _pattern(key, entry.case_sensitive)
             if pat is not None and pat.search(text):
+                return key
+        elif entry.whole_words and re.fullmatch(r"\w+", key) and not re.search(r"[\u3000-\u9fff]", key):
+            if re.search(rf"\b{re.escape(key)}\b", text, 0 if entry.case_sensitive else re.I):
                 return key
         elif (key in text) if entry.case_sensitive else (key.casefold() in text.casefold()):
             return key

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,7 +112,7 @@ def _import(cf: codec.CardFile, name: str, character_id: str | None) -> ImportRe
     notes = [*cf.notes, *notes]
     data = v3["data"]
     try:
-        cid = safe_id(character_id or data["name"])
+        cid = safe_id(character_id) if character_id else _id_from_name(data["name"])
     except CharacterError as exc:
         raise CardError(f"{exc} Import the card with --id ID (on the page: fill in the id).") from exc
     if exists(cid):
@@ -150,6 +151,12 @@ def _import(cf: codec.CardFile, name: str, character_id: str | None) -> ImportRe
         raise
     return ImportReport(card, folder, cf.format, spec.version_of(cf.card, name), entries, png is not None,
                         len(cf.assets), notes)
+
+
+def _id_from_name(name: str) -> str:
+    """An id made from a card's name (which may hold any character): only letters, digits, '-', 64 at most."""
+    cleaned = " ".join(re.sub(r"[^\w\s-]+", " ", str(name)).split())
+    return safe_id(cleaned[:64].strip())
 
 
 def _name_of(cid: str) -> str:

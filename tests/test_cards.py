@@ -1,9 +1,8 @@
-"""Character cards (cards/): V1/V2/V3 as JSON, PNG and CHARX in and out, lorebook activation, bad input,
-and card.yaml validation (characters.py).
+"""Character cards (cards/): V1/V2/V3 as JSON, PNG and CHARX in and out, round trips, every bad input,
+the CLI, the Knowledge page's import, and card.yaml validation (characters.py).
 
-Every card here is written by us from the specs (character-card-spec-v2's spec_v1.md/spec_v2.md,
-character-card-spec-v3's SPEC_V3.md): real PNGs made with Pillow, real zips, the real import and
-export writing into a temporary ZHIYIN_HOME.
+The cards are written by us from the specs (tests/card_samples.py); the real import and export write
+into a temporary ZHIYIN_HOME.
 """
 from __future__ import annotations
 
@@ -12,121 +11,29 @@ import copy
 import io
 import json
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from PIL import Image
 
 import characters
-import llm
-from cards import codec, lorebook, spec, worldinfo
+from cards import codec, lorebook, spec
 from cards.spec import CardError
 from cards.transfer import export_bytes, export_card, import_card, import_path
 from characters import CharacterError, card_problems, list_characters, load_card, load_lorebook
-from settings import BUNDLED, load_settings
-from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
-
-
-# ------------------------------------------------------------------------------- cards we write
-def picture(size: tuple[int, int] = (64, 96), colour: tuple[int, int, int] = (200, 120, 80)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, "PNG")
-    return out.getvalue()
-
-
-def png_card(chunks: dict[str, str], image: bytes | None = None) -> bytes:
-    """A PNG with the given tEXt chunks (keyword -> raw text), written by hand before IEND."""
-    body = (image or picture())[:-12]  # drop IEND
-    for key, text in chunks.items():
-        data = key.encode("latin-1") + b"\0" + text.encode("latin-1")
-        body += len(data).to_bytes(4, "big") + b"tEXt" + data + zlib.crc32(b"tEXt" + data).to_bytes(4, "big")
-    return body + (0).to_bytes(4, "big") + b"IEND" + zlib.crc32(b"IEND").to_bytes(4, "big")
-
-
-def b64(obj: dict) -> str:
-    return base64.b64encode(json.dumps(obj, ensure_ascii=False).encode("utf-8")).decode("ascii")
-
-
-V1 = {
-    "name": "Captain Mira",
-    "description": "{{char}} commands the airship Kestrel. She distrusts <USER> at first.",
-    "personality": "Dry, brave, fond of maps.",
-    "scenario": "{{user}} has stowed away aboard the Kestrel.",
-    "first_mes": "*{{Char}} lowers her spyglass.* Well, {{USER}}, you are a long way from the ground.",
-    "mes_example": "<START>\n{{user}}: Where are we going?\n{{char}}: North, past the storm wall.\n"
-                   "It is the only way home.\n<START>\n<USER>: Who are you?\n<BOT>: The captain. Sit down.",
-    "talkativeness": "0.6",  # an unknown (SillyTavern) field: must survive
-}
-
-
-def lore_entry(**kw) -> dict:
-    entry = {"keys": [], "content": "", "extensions": {}, "enabled": True, "insertion_order": 100,
-             "use_regex": False}
-    entry.update(kw)
-    return entry
-
-
-V2_BOOK = {
-    "name": "Kestrel lore", "scan_depth": 2, "token_budget": 400, "recursive_scanning": False,
-    "extensions": {"x_editor": {"v": 1}},
-    "entries": [
-        lore_entry(keys=["storm wall"], content="The storm wall is a ring of lightning around the north.",
-                   insertion_order=20, priority=10, id=1, comment="storm"),
-        lore_entry(keys=["Kestrel"], content="The Kestrel is a three-masted airship.", insertion_order=10,
-                   id=2, extensions={"depth": 4, "x_custom": True}),
-        lore_entry(keys=["map"], secondary_keys=["north"], selective=True,
-                   content="Mira's best map was drawn by her mother.", insertion_order=30, id=3),
-        lore_entry(keys=[], constant=True, content="Airships fly on lift-stone.", insertion_order=5, id=4),
-        lore_entry(keys=["mutiny"], content="There was a mutiny last year.", enabled=False, id=5),
-    ],
-}
-
-
-def v2_card() -> dict:
-    data = {k: v for k, v in V1.items() if k != "talkativeness"}
-    data.update(creator_notes="A sky-pirate captain.\nMore notes.", system_prompt="{{original}}\nStay in the sky.",
-                post_history_instructions="Keep {{char}} terse. {{original}}",
-                alternate_greetings=["*Mira points at the horizon.* Storm's coming, {{user}}."],
-                character_book=V2_BOOK, tags=["adventure", "airship"], creator="us", character_version="1.2",
-                extensions={"depth_prompt": {"prompt": "x", "depth": 4}, "fav": False, "x_unknown": [1, 2]},
-                x_data_field="kept")
-    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data, "x_top_level": {"kept": True}}
-
-
-def v3_card() -> dict:
-    card = v2_card()
-    card["spec"], card["spec_version"] = "chara_card_v3", "3.0"
-    d = card["data"]
-    d["name"], d["nickname"] = "Mira Vale", "Mira"
-    d["character_book"] = copy.deepcopy(V2_BOOK)
-    d["character_book"]["entries"] += [
-        lore_entry(keys=["compass"], content="@@depth 0\n@@role system\nThe compass points to home.",
-                   insertion_order=40, id=6),
-        lore_entry(keys=[], constant=True, content="@@position after_desc\nMira is thirty-four.", id=7,
-                   insertion_order=1),
-        lore_entry(keys=["treasure"], content="@@activate_only_after 2\nThe treasure is a seed vault.", id=8),
-        lore_entry(keys=["/\\bstars?\\b/i"], use_regex=True, content="Navigation by the stars.", id=9),
-    ]
-    d.update(assets=[{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"},
-                     {"type": "background", "uri": "https://example.org/sky.png", "name": "main", "ext": "png"}],
-             creator_notes_multilingual={"en": "A sky-pirate captain."}, source=["https://example.org/mira"],
-             group_only_greetings=["Crew, gather round."], creation_date=1700000000, modification_date=1700000001)
-    return card
-
-
-def charx(card: dict, members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("card.json", json.dumps(card))
-        for name, blob in members.items():
-            zf.writestr(name, blob)
-    return buf.getvalue()
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+from settings import BUNDLED
+from tests.card_samples import (
+    V1,
+    V2_BOOK,
+    b64,
+    charx,
+    picture,
+    png_card,
+    tree,
+    v2_card,
+    v3_card,
+    zipfile_bytes,
+)
 
 
 # ------------------------------------------------------------------------------------- import
@@ -207,6 +114,18 @@ def test_import_then_export_gives_the_same_card_unknown_fields_untouched(zhiyin_
     assert exported["data"]["modification_date"] >= original["data"]["modification_date"]
 
 
+def test_an_edited_field_is_exported_and_the_others_stay_as_the_card_had_them(zhiyin_home: Path) -> None:
+    import_card(json.dumps(v2_card()).encode(), "mira.json")
+    card = load_card("Captain-Mira")
+    card.persona, card.aliases = "A new description of {{char}}.", ["Cap"]
+    characters.save_card(card)
+    out = json.loads(export_bytes("Captain-Mira", "json")[0])["data"]
+    assert out["description"] == "A new description of {{char}}."
+    assert out["scenario"] == v2_card()["data"]["scenario"] and out["mes_example"] == V1["mes_example"]
+    assert out["extensions"]["zhiyin"] == {"aliases": ["Cap"]}  # only what the card could not say
+    assert {k: v for k, v in out["extensions"].items() if k != "zhiyin"} == v2_card()["data"]["extensions"]
+
+
 def test_v1_card_exports_as_v3_with_its_texts_and_unknown_fields(zhiyin_home: Path) -> None:
     import_card(json.dumps(V1).encode(), "mira.json")
     out = json.loads(export_bytes("Captain-Mira", "json")[0])
@@ -273,139 +192,7 @@ def test_round_trip_keeps_the_lorebook_behaviour(zhiyin_home: Path) -> None:
         assert a == b and a
 
 
-# ---------------------------------------------------------------------------------- activation
-def fired(book: dict, recent: list[str], budget: int | None = None, **scan) -> list[str]:
-    """The contents that fire, in prompt order (token count: one per character, to make budgets exact)."""
-    return [f.text for f in lorebook.activate(book, recent, budget, len, lorebook.Scan(**scan))]
-
-
-def book(*entries: dict, **kw) -> dict:
-    return {"entries": list(entries), "extensions": {}, **kw}
-
-
-def test_keys_match_case_insensitively_unless_case_sensitive() -> None:
-    b = book(lore_entry(keys=["Kestrel"], content="A"), lore_entry(keys=["Kestrel"], content="B", case_sensitive=True))
-    assert fired(b, ["the KESTREL flies"]) == ["A"]
-    assert fired(b, ["the Kestrel flies"]) == ["A", "B"]
-
-
-def test_constant_disabled_and_empty_entries() -> None:
-    b = book(lore_entry(constant=True, content="always"), lore_entry(keys=["x"], content="off", enabled=False),
-             lore_entry(keys=["x"], content=""))
-    assert fired(b, ["x"]) == ["always"]
-
-
-def test_selective_entries_need_a_secondary_key_too() -> None:
-    b = book(lore_entry(keys=["map"], secondary_keys=["north", "south"], selective=True, content="S"),
-             lore_entry(keys=["map"], secondary_keys=["north"], selective=False, content="N"),
-             lore_entry(keys=["map"], secondary_keys=["north"], selective=True, content="NOT ANY",
-                        extensions={"selectiveLogic": 2}))
-    assert fired(b, ["a map"]) == ["N", "NOT ANY"]
-    assert fired(b, ["a map of the North"]) == ["S", "N"]
-
-
-def test_only_the_last_scan_depth_messages_are_scanned() -> None:
-    b = book(lore_entry(keys=["storm"], content="S"), scan_depth=2)
-    assert fired(b, ["storm?", "no", "yes"]) == []
-    assert fired(b, ["storm?", "no"]) == ["S"]
-    assert fired(book(lore_entry(keys=["storm"], content="S"), scan_depth=0), ["storm"]) == []
-    deep = book(lore_entry(keys=["storm"], content="@@scan_depth 3\nS"), scan_depth=1)
-    assert fired(deep, ["storm?", "no", "yes"]) == ["S"]  # @@scan_depth overrides the book's
-
-
-def test_order_is_insertion_order_and_the_budget_cuts_the_lowest_priority() -> None:
-    b = book(lore_entry(keys=["a"], content="AAAA", insertion_order=3, priority=1),
-             lore_entry(keys=["a"], content="BBBB", insertion_order=1, priority=5),
-             lore_entry(keys=["a"], content="CCCC", insertion_order=2, priority=3))
-    assert fired(b, ["a"]) == ["BBBB", "CCCC", "AAAA"]
-    assert fired(b, ["a"], budget=8) == ["BBBB", "CCCC"]
-    assert fired({**b, "token_budget": 4}, ["a"], budget=100) == ["BBBB"]  # the smaller budget wins
-    # Without priority, the lowest insertion_order goes first (V3).
-    nop = book(lore_entry(keys=["a"], content="LOW", insertion_order=1), lore_entry(keys=["a"], content="HIGH",
-                                                                                   insertion_order=9))
-    assert fired(nop, ["a"], budget=4) == ["HIGH"]
-
-
-def test_regex_keys_and_invalid_patterns() -> None:
-    b = book(lore_entry(keys=["/st(a|o)rs?/"], use_regex=True, content="R"),
-             lore_entry(keys=["(unclosed"], use_regex=True, content="BAD"),
-             lore_entry(keys=["^Hello$"], use_regex=True, case_sensitive=True, content="CS"),
-             lore_entry(keys=["x"], use_regex=True, constant=True, content="C"))  # constant ignored with regex
-    assert fired(b, ["Look at the STARS", "(unclosed"]) == ["R"]
-    assert fired(b, ["hello"]) == [] and fired(b, ["Hello"]) == ["CS"]
-
-
-def test_macros_in_keys_and_content_are_resolved() -> None:
-    b = book(lore_entry(keys=["{{char}}'s ship"], content="{{char}} owns it; {{user}} does not."))
-    assert fired(b, ["Is this Mira's ship?"], char="Mira", user="Visitor") == ["Mira owns it; Visitor does not."]
-
-
-def test_decorators_activate_only_after_every_and_switches() -> None:
-    b = book(lore_entry(keys=["gold"], content="@@activate_only_after 2\nAFTER"),
-             lore_entry(keys=["gold"], content="@@activate_only_every 2\nEVERY"),
-             lore_entry(keys=["zzz"], content="@@activate\nALWAYS"),
-             lore_entry(constant=True, content="@@dont_activate\nNEVER"),
-             lore_entry(keys=["gold"], content="@@exclude_keys silver, copper\nEXCL"),
-             lore_entry(keys=["gold"], content="@@additional_keys coin\nADD"),
-             lore_entry(keys=["gold"], content="@@is_greeting 1\nGREET1"))
-    assert fired(b, ["gold"], char_messages=1) == ["ALWAYS", "EXCL"]
-    assert fired(b, ["gold coin and silver"], char_messages=2, greeting=1) == ["AFTER", "EVERY", "ALWAYS", "ADD",
-                                                                               "GREET1"]
-
-
-def test_decorators_are_trimmed_and_fallbacks_used_when_unknown() -> None:
-    decorators, text = lorebook.parse_decorators("@@risu_only 3\n@@@activate_only_after 4\n@@depth 0\n\nBody\n")
-    assert decorators == {"activate_only_after": ["4"], "depth": ["0"]} and text == "Body"
-    decorators, _ = lorebook.parse_decorators("@@activate_only_after 1\n@@@activate_only_after 9\nx")
-    assert decorators == {"activate_only_after": ["1"]}  # a known decorator: its fallback is not used
-
-
-def test_match_history_decorators() -> None:
-    b = book(lore_entry(keys=["x"], content="@@keep_activate_after_match\nKEEP"),
-             lore_entry(keys=["x"], content="@@dont_activate_after_match\nONCE"))
-    assert fired(b, ["x"]) == ["KEEP", "ONCE"]
-    assert fired(b, ["nothing"], fired_before={0, 1}) == ["KEEP"]
-
-
-def test_recursive_scanning_only_when_the_book_asks() -> None:
-    entries = [lore_entry(keys=["ship"], content="The ship carries a compass."),
-               lore_entry(keys=["compass"], content="The compass points home.")]
-    assert fired(book(*entries), ["the ship"]) == ["The ship carries a compass."]
-    assert len(fired(book(*entries, recursive_scanning=True), ["the ship"])) == 2
-
-
-def test_world_info_puts_stable_entries_in_the_head_and_the_rest_in_the_turn_once() -> None:
-    b = book(lore_entry(constant=True, content="Airships fly on lift-stone.", position="after_char"),
-             lore_entry(keys=["storm"], content="The storm wall rings the north."),
-             lore_entry(keys=["compass"], content="@@depth 0\nThe compass points home."),
-             lore_entry(constant=True, content="@@activate_only_after 2\nLate constant."))
-    wi = worldinfo.WorldInfo(b, 1000, len, "Mira", "Visitor", "en")
-    assert wi.head() == {"after_desc": "Airships fly on lift-stone."}
-    t1 = wi.turn(["Tell me of the storm and the compass"], char_messages=1)
-    assert t1.before == "[World info]\nThe storm wall rings the north." and t1.after == "The compass points home."
-    assert [f.entry.index for f in t1.fired] == [0, 1, 2] and t1.rendered == [1, 2]
-    t2 = wi.turn(["Tell me of the storm and the compass", "...", "and the storm again?"], 2, present=t1.rendered)
-    assert (t2.before, t2.after, t2.rendered) == ("[World info]\nLate constant.", "", [3])  # nothing repeated
-    assert wi.head() == {"after_desc": "Airships fly on lift-stone."}  # the head never changes
-    t3 = wi.turn(["What is for dinner?"], 3, present=[1, 2, 3])
-    assert (t3.before, t3.after, t3.rendered) == ("", "", [])
-
-
-def test_card_prompts_replace_ours_with_original_as_a_placeholder() -> None:
-    assert spec.with_original("", "OURS") == "OURS"
-    assert spec.with_original("Theirs only.", "OURS") == "Theirs only."
-    assert spec.with_original("{{ORIGINAL}}\nAnd more.", "OURS") == "OURS\nAnd more."
-
-
-def test_macros_are_case_insensitive() -> None:
-    text = "{{char}} {{CHAR}} <BOT> <bot> <char> {{user}} {{User}} <USER> {{// a note}}end"
-    assert spec.resolve(text, "Mira", "You") == "Mira Mira Mira Mira Mira You You You end"
-
-
 # ------------------------------------------------------------------------------------ bad input
-BAD_INPUT: dict[str, tuple[bytes, str]] = {}
-
-
 def bad_inputs() -> dict[str, tuple[str, bytes, str]]:
     """name -> (file name, bytes, a word the sentence must contain)."""
     truncated = b64(v2_card())
@@ -425,13 +212,6 @@ def bad_inputs() -> dict[str, tuple[str, bytes, str]]:
         "not a zip": ("broken.charx", b"PK\x03\x04garbage", "not a readable"),
     }
 
-
-def zipfile_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, blob in members.items():
-            zf.writestr(name, blob)
-    return buf.getvalue()
 
 
 def assert_refused(zhiyin_home: Path, call, word: str) -> str:
@@ -475,6 +255,18 @@ def test_a_card_whose_name_is_an_existing_id_is_refused(zhiyin_home: Path) -> No
     assert "--id" in message
     import_card(json.dumps(card).encode(), "daiyu.json", "daiyu-card")  # with another id it imports
     assert load_card("daiyu").name == "林黛玉" and load_card("daiyu-card").name == "daiyu"
+
+
+def test_ids_from_awkward_names(zhiyin_home: Path) -> None:
+    def named(name: str) -> bytes:
+        card = v2_card()
+        card["data"]["name"] = name
+        return json.dumps(card).encode()
+
+    assert import_card(named("Mira/Vale ✨ v1.2"), "a.json").card.id == "Mira-Vale-v1-2"
+    assert len(import_card(named("The " + "Very " * 30 + "Long"), "b.json").card.id) <= 64
+    assert_refused(zhiyin_home, lambda: import_card(named("✨✨"), "c.json"), "--id")
+    assert import_card(named("✨✨"), "c.json", "sparkles").card.name == "✨✨"
 
 
 def test_a_successful_import_writes_only_the_new_folder(zhiyin_home: Path) -> None:
@@ -542,98 +334,6 @@ def test_a_valid_card_with_numbers_and_empty_fields_still_loads(zhiyin_home: Pat
     card = load_card("ok")
     assert (card.name, card.greeting, card.aliases) == ("1984", "", ["Winston", "6079"])
     assert card.names[0] == "Winston" and set(card.names) == {"Winston", "1984", "6079"}
-
-
-# ------------------------------------------------------------------------------- in the prompt
-SKY_BOOK = """Chapter 1
-
-The Kestrel left the harbour at dawn with a crew of nine. Mira stood at the wheel and watched the clouds.
-
-Chapter 2
-
-Past the islands the wind turned cold, and the crew tied down the sails before the night came.
-"""
-
-
-class Recorder(BaseCallbackHandler):
-    """Records the messages each chat-model call receives (LangChain's own callback, not a fake)."""
-
-    def __init__(self) -> None:
-        self.calls: list[list] = []
-
-    def on_chat_model_start(self, serialized, messages, **kwargs) -> None:  # noqa: ANN001
-        self.calls.append(list(messages[0]))
-
-
-@pytest.fixture
-def mira(zhiyin_home: Path, tmp_path: Path) -> str:
-    """The V3 card imported, with a short book of her own built with the packaged USE embedder."""
-    from knowledge_base.builder import build
-
-    import_card(png_card({"ccv3": b64(v3_card())}), "mira.png")
-    book = tmp_path / "in" / "sky.txt"
-    book.parent.mkdir()
-    book.write_text(SKY_BOOK, encoding="utf-8")
-    build("Mira-Vale", [book], embedder="use")
-    return "Mira-Vale"
-
-
-@pytest.fixture
-def tiny_llm(tiny_qwen_dir: Path):  # noqa: F811
-    def make(recorder: Recorder | None = None):
-        settings = load_settings(llm_backend="transformers", llm_model=str(tiny_qwen_dir), threads=2,
-                                 temperature=0, max_tokens=4)
-        return llm.get_chat_model(settings, callbacks=[recorder] if recorder else None)
-
-    return make
-
-
-def test_the_cards_prompts_scenario_and_world_info_take_their_places(mira: str, tiny_llm) -> None:
-    from ragchat import Companion
-
-    bot = Companion(mira, mode="roleplay", llm=tiny_llm())
-    p = bot.prepare("Tell me about the Kestrel and the storm wall.")
-    system, turn = p.messages[0].content, p.prompt
-    persona = bot.card.persona
-    # Head: the stable constants where their position says (default before the description), the
-    # scenario, and the card's system prompt with {{original}} standing for the role-play rules.
-    assert system.startswith("Airships fly on lift-stone.\n\n" + persona)
-    assert system.index("Visitor has stowed away") < system.index("Mira is thirty-four.")
-    assert system.endswith("Answer in two or three sentences.\nStay in the sky.")
-    # The turn: the fired keyword entries first, in insertion order; post-history instructions last.
-    assert turn.startswith("[World info]\nThe Kestrel is a three-masted airship.\n\nThe storm wall is a ring")
-    assert "Keep Mira terse. (Answer" in turn.splitlines()[-1]
-    assert {f["label"] for f in p.fired} >= {"storm", "entry 1"} and p.tokens["lore"] > 0
-    assert "Navigation by the stars." not in system + turn and "seed vault" not in system + turn
-    reader = Companion(mira, mode="reader", llm=tiny_llm()).prepare("Tell me about the Kestrel.")
-    assert "Stay in the sky." not in reader.messages[0].content and "Keep Mira terse" not in reader.prompt
-
-
-def test_a_turn_that_fires_nothing_new_keeps_the_whole_prefix(mira: str, tiny_llm) -> None:
-    from events import Sources
-    from ragchat import Companion
-
-    rec = Recorder()
-    bot = Companion(mira, mode="roleplay", llm=tiny_llm(rec))
-    lore = []
-    for q in ("Tell me about the Kestrel.", "And the Kestrel's crew?", "Is the storm wall far?"):
-        lore.append([e for e in list(bot.turn(q)) if isinstance(e, Sources)][0].lore)
-    first, second, third = rec.calls
-
-    def extends(after: list, before: list) -> bool:
-        """``after`` begins with ``before``'s messages (its last one is the answer's given start, "I")."""
-        n = len(before) - 1
-        return ([m.content for m in after[:n]] == [m.content for m in before[:n]]
-                and after[n].content.startswith(before[n].content))
-
-    assert len({c[0].content for c in rec.calls}) == 1  # the head never changes
-    assert extends(second, first)
-    assert "[World info]" in first[-2].content and "Kestrel is a three-masted" in first[-2].content
-    # Turn 2 names the Kestrel again: it fires (and is listed) but is not written twice.
-    assert "[World info]" not in second[-2].content and any("key 'Kestrel'" in x for x in lore[1])
-    assert extends(third, second)
-    assert third[-2].content.startswith("[World info]\nThe storm wall") and "Kestrel is a" not in third[-2].content
-    assert bot.history[0].lore == [1] and bot.history[1].lore == [] and bot.history[2].lore == [0]
 
 
 # ----------------------------------------------------------------------------------- the page
