@@ -17,7 +17,7 @@ from prompting import MODES
 from settings import Settings, load_settings
 from events import Clip, Done, Speech, StageError, TextDelta
 from pipeline import FaceStage, Pipeline, VoiceStage
-from ui import chat, errors, knowledge, resources
+from ui import chat, errors, knowledge, resources, warmup
 
 MODE_LABELS = {"reader": "📖 Ask about the book", "roleplay": "🎭 Chat with her"}
 PAGES = ["Chat", "Knowledge", "Settings"]
@@ -227,6 +227,9 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
             show_message(msg, avatar)
     if conv is not None and not ready:
         st.warning(chat.no_knowledge_message(card))
+    loading = warmup.warm_up(card, settings, resources.generation_lock())
+    if loading:
+        st.caption(f"⏳ Still {loading}; a question asked now waits for it.")
     spoken = voice_question(card, settings)
     typed = st.chat_input(f"Ask {card.name}…" if ready else "Add a book on the Knowledge page first")
     question = (typed or spoken or "").strip()

@@ -158,6 +158,11 @@ class Companion:
         self._seen.clear()
         self._first_kept = 0
 
+    def prepare_prefix(self) -> bool:
+        """Save the model's state for this character's prompt head, so first turns skip it (llama.cpp)."""
+        prepare = getattr(self.llm, "prepare_prefix", None)
+        return bool(prepare and prepare(system_prompt(self.card, self.mode, self.budget)))
+
     def greeting(self) -> str:
         return prompting.greeting(self.card)
 
@@ -282,6 +287,9 @@ class Companion:
         try:
             if prepared.prefill:
                 yield TextDelta(prepared.prefill)  # shown at once; timings wait for the model's own first token
+            restore = getattr(self.llm, "restore_prefix", None)
+            if restore is not None and not self.history:  # a first turn: load her prompt head's saved state
+                restore(str(prepared.messages[0].content))
             sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
             for chunk in self.llm.stream(prepared.messages, config={"callbacks": run.get_child()}, **sampling):
                 piece = chunk.content if isinstance(chunk.content, str) else ""

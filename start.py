@@ -67,6 +67,25 @@ def prepare_stores(characters: tuple[str, ...] = BUILT_IN) -> None:
         print(f"'{cid}': {report.files} files, {report.chunks} passages ({report.seconds:.1f} s).", file=sys.stderr)
 
 
+def prepare_prompt_states(settings: Settings, characters: tuple[str, ...] = BUILT_IN) -> None:
+    """Save llama.cpp's state of each built-in character's prompt head per mode, so her first answer
+    evaluates only the passages and the question (llm/prompt_state.py). Done once per model and card."""
+    if settings.llm_backend != "llamacpp":
+        return
+    from tqdm import tqdm
+
+    from llm import get_chat_model
+    from prompting import MODES
+    from ragchat import Companion
+
+    model = get_chat_model(settings)
+    jobs = [(cid, mode) for cid in characters for mode in MODES.names()]
+    with tqdm(jobs, desc="preparing her first answers", unit="head", file=sys.stderr) as bar:
+        for cid, mode in bar:
+            bar.set_postfix_str(f"{cid}/{mode}")
+            Companion(cid, mode=mode, llm=model, settings=settings).prepare_prefix()
+
+
 def streamlit_command(host: str, port: int, headless: bool) -> list[str]:
     """Streamlit always headless: its interactive first run asks for an email address (and, without a
     terminal, dies on EOF); the browser is opened by ``open_browser_when_ready`` instead."""
@@ -124,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         prepare_model(settings)
         prepare_stores()
+        prepare_prompt_states(settings)
     except (ModelMissing, StoreError, ReadError, CharacterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

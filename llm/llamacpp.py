@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from llm import resident
+from llm import prompt_state, resident
 from llm.common import merge_stop, openai_messages, pump
 
 
@@ -33,6 +33,9 @@ def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
         params.cpuparams.n_threads = n_threads
         params.cpuparams_batch.n_threads = n_threads
         params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
+        # Saved states of the characters' prompt heads (llm/prompt_state.py); the trailing "/" matters.
+        params.slot_save_path = str(prompt_state.state_dir()) + "/"
+        params.endpoint_slots = True
         params.warmup = False
         return xllamacpp.Server(params)
 
@@ -70,6 +73,17 @@ class LlamaCppChat(BaseChatModel):
     def server(self) -> Any:
         """The loaded llama.cpp server (its HTTP address is ``server.listening_address``)."""
         return llama_server(self.model_path, self.n_ctx, self.n_threads)
+
+    def restore_prefix(self, head: str) -> bool:
+        """Before a first turn: load the saved state of this system prompt, if one was prepared."""
+        return prompt_state.restore(self.server, self.model_path, head)
+
+    def prepare_prefix(self, head: str) -> bool:
+        """Make sure a saved state of this system prompt exists (computing it takes seconds); True if made now."""
+        if prompt_state.has_state(self.model_path, head):
+            return False
+        prompt_state.save(self.server, self.model_path, head)
+        return True
 
     def _request(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> dict:
         req: dict[str, Any] = {

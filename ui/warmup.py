@@ -1,0 +1,55 @@
+"""Load the chat model and her prompt heads while the page starts, not on the first question."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from characters import Card
+from settings import Settings
+
+
+@dataclass
+class Warmup:
+    """What is still loading, per (backend, model, character); read by every session of the process."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    status: dict[tuple, str] = field(default_factory=dict)  # key -> "" when ready, else what is loading
+    errors: dict[tuple, str] = field(default_factory=dict)
+
+
+@st.cache_resource
+def _warmup() -> Warmup:
+    return Warmup()
+
+
+def _work(state: Warmup, key: tuple, card: Card, settings: Settings, gen_lock: threading.Lock) -> None:
+    from llm import get_chat_model
+    from prompting import MODES
+    from ragchat import Companion
+
+    try:
+        state.status[key] = "loading the chat model"
+        model = get_chat_model(settings)
+        if hasattr(model, "prepare_prefix"):
+            for mode in MODES.names():
+                state.status[key] = f"preparing {card.name}'s first answer ({mode})"
+                with gen_lock:  # one slot: never save a state while another tab is answering
+                    Companion(card, mode=mode, llm=model, settings=settings).prepare_prefix()
+        state.status[key] = ""
+    except Exception as exc:  # shown as a sentence; the first question then reports it properly
+        state.errors[key] = str(exc)
+        state.status[key] = ""
+
+
+def warm_up(card: Card, settings: Settings, gen_lock: threading.Lock) -> str:
+    """Start warming up for this character (once per process); returns what is still loading ('' = ready)."""
+    state = _warmup()
+    key = (settings.llm_backend, settings.llm_model, settings.threads, card.id)
+    with state.lock:
+        if key not in state.status:
+            state.status[key] = "starting"
+            threading.Thread(target=_work, args=(state, key, card, settings, gen_lock), daemon=True,
+                             name=f"warmup-{card.id}").start()
+    return state.status.get(key, "")
