@@ -161,7 +161,11 @@ class Companion:
     def prepare_prefix(self) -> bool:
         """Save the model's state for this character's prompt head, so first turns skip it (llama.cpp)."""
         prepare = getattr(self.llm, "prepare_prefix", None)
-        return bool(prepare and prepare(system_prompt(self.card, self.mode, self.budget)))
+        return bool(prepare and prepare(self.system()))
+
+    def system(self) -> str:
+        """The prompt's static head (with her lorebook's stable entries, when she has a lorebook)."""
+        return system_prompt(self.card, self.mode, self.budget, self.world.head())
 
     def greeting(self) -> str:
         return prompting.greeting(self.card)
@@ -226,7 +230,7 @@ class Companion:
         passages = self._passages(text, hits)
         lines = self._own_lines(hits) if self.mode.examples else []
         history = self._history_messages()
-        system = system_prompt(self.card, self.mode, self.budget, self.world.head())
+        system = self.system()
         prefill = self._prefill()
         world = self._world(text)
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),

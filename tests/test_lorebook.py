@@ -214,6 +214,7 @@ def test_the_cards_prompts_scenario_and_world_info_take_their_places(mira: str, 
     bot = Companion(mira, mode="roleplay", llm=tiny_llm())
     p = bot.prepare("Tell me about the Kestrel and the storm wall.")
     system, turn = p.messages[0].content, p.prompt
+    assert bot.system() == system  # the head start.py saves llama.cpp's state for (prepare_prefix)
     persona = bot.card.persona
     # Head: the stable constants where their position says (default before the description), the
     # scenario, and the card's system prompt with {{original}} standing for the role-play rules.
