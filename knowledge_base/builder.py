@@ -20,7 +20,7 @@ from pathlib import Path
 from characters import Card, create_character, exists, load_card, safe_id, save_card, texts_dir, writable_dir
 from fileio import sha256_file, write_text_atomic
 from knowledge_base import keywords
-from knowledge_base.chunking import chunk_document, detect_language
+from knowledge_base.chunking import chunk_document
 from knowledge_base.embedders import get_embedder
 from knowledge_base.reading import TEXT_SUFFIXES, ReadError, read_document
 from knowledge_base.store import (
@@ -35,6 +35,7 @@ from knowledge_base.store import (
     store_root,
 )
 from knowledge_base.vector_cache import VectorCache, embed_with_cache
+from language import detect_lang
 from settings import load_settings
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -226,7 +227,7 @@ def _ensure_card(cid: str, name: str | None, lang: str | None, inputs) -> Card:
     if lang is None:  # guess from the first readable input
         for src in _iter_inputs(list(inputs or [])):
             try:
-                lang = detect_language(read_document(src).text)
+                lang = detect_lang(read_document(src).text)
                 break
             except ReadError:
                 continue
