@@ -63,6 +63,7 @@ def select(
     count: Callable[[str], int],
     idf: Callable[[str], float],
     lang: str,
+    tokenize: Callable[[str], list[str]] = keywords.tokenize,
 ) -> list[Excerpt]:
     """The best sentences of ``hits`` (best first) for ``question``: at most ``budget`` tokens in
     all and ``per_passage`` from one passage, returned in the hits' order."""
@@ -75,7 +76,7 @@ def select(
         rows += [(rank, i, s) for i, s in enumerate(sents)]
     if not rows:
         return []
-    words = set(keywords.tokenize(question))
+    words = set(tokenize(question))  # pass the store's own (store.tokenize) to keep its names whole
     total = sum(idf(w) for w in words) or 1.0
     bonus = [1 + RANK_BONUS / (1 + rank) for rank, _, _ in rows]
     shares = [sum(idf(w) for w in words if w in sent.lower()) / total for _, _, sent in rows]
