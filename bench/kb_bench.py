@@ -79,7 +79,6 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
     """Warm search latency and recall of the live store of ``cid``."""
     import numpy as np
 
-    from knowledge_base import keywords
     from knowledge_base.store import KnowledgeStore
 
     t0 = time.perf_counter()
