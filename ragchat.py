@@ -178,13 +178,15 @@ class Companion:
         if not fresh:
             return []
         if self.mode.excerpts:
-            picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, self.store.idf, self.lang)
+            store = self.store
+            picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, store.idf, self.lang,
+                                     tokenize=store.tokenize)
             return [(e.hit, e.text) for e in picked]
         return whole_passages(fresh, budget, self.budget.passage, self.lang)
 
     def _own_lines(self, hits: list[Hit]) -> list[str]:
         """A few lines the character herself speaks in the retrieved passages (how she talks about this)."""
-        from finetune.extract import extract_lines  # the same rules that build fine-tuning data
+        from dialogue import extract_lines  # the same rules that build fine-tuning data
 
         lines, used = [], 0
         budget = self.budget.followup_examples if self.history else self.budget.examples

@@ -149,7 +149,7 @@ class KnowledgeStore:
                 f"The store of '{character_id}' is empty: no passages to search. Add a book with "
                 f"`python gen_chroma.py build {character_id} PATH/TO/BOOK.txt`."
             )
-        keywords.add_words(self.manifest.get("names", []))
+        self.tokenize = keywords.tokenizer_for(self.manifest.get("names", []))  # this store's own jieba state
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
         self._idf: dict[str, float] = {}
         self._lowered: list[str] | None = None
@@ -203,7 +203,7 @@ class KnowledgeStore:
         query = query.strip()
         if not query:
             return []
-        q_tokens = keywords.tokenize(query)
+        q_tokens = self.tokenize(query)
         bm25, coverage = self._keywords.scores(q_tokens)
         fused: dict[int, float] = {}
         for name, collection, weight in self._dense_indexes:

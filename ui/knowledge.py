@@ -93,7 +93,7 @@ def add_books(character_id: str, uploads: list[tuple[str, bytes]], progress: Pro
     with tempfile.TemporaryDirectory(prefix="zhiyin-upload-") as tmp:
         paths, infos = [], []
         for fname, data in uploads:
-            path = save_upload(fname, data, Path(tmp))
+            path = save_upload(fname, data, Path(tempfile.mkdtemp(dir=tmp)))  # own folder: same names don't collide
             info = inspect_path(path, fname)
             infos.append(info)
             if info.ok:
