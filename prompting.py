@@ -123,6 +123,9 @@ class Mode:
     excerpts: bool = False  # send the sentences that bear on the question, not whole passages
     ask_first: bool = False  # state the question before the passages too
     k: int = 4  # passages retrieved per turn
+    # A first turn's passages are evaluated while the reader waits (her head is restored from a saved
+    # state, llm/prompt_state.py): at ~90 tokens/s on 2 cores this caps the wait for her first word.
+    first_passages: int = 700
     # A card's system_prompt / post_history_instructions replace the rules / reminder (V2, {{original}}
     # standing for ours): role-play is the chat cards are written for; reader mode keeps its citing rules.
     card_prompts: bool = False
@@ -136,9 +139,10 @@ MODES: Registry[Mode] = Registry("mode")
 # Reader: excerpts of ten passages put the answer in the prompt for 18 of 20 questions (whole: 12);
 # the question first and a someone-else reminder lifted accuracy to 0.65-0.70 (docs/ragchat.md).
 _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
-               temperature_setting="reader_temperature")
-# Role-play keeps four whole passages: a conversation needs the scene more than one fact.
-_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True)
+               temperature_setting="reader_temperature", first_passages=600)
+# Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact,
+# and her first word should come within ~4 s.
+_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=260)
 for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
 

@@ -173,7 +173,7 @@ class Companion:
     # ---- prompt ---------------------------------------------------------------------------
     def _passages(self, text: str, hits: list[Hit]) -> list[tuple[Hit, str]]:
         """New passages for this turn (ones already in the conversation are not repeated), within budget."""
-        budget = self.budget.followup_passages if self.history else self.budget.passages
+        budget = self.budget.followup_passages if self.history else min(self.budget.passages, self.mode.first_passages)
         fresh = [h for h in hits if h.chunk_id not in self._seen]
         if not fresh:
             return []
