@@ -12,16 +12,14 @@ import json
 import streamlit as st
 
 from characters import Card, avatar_path, list_characters
-from llm import BACKENDS
 from prompting import MODES
 from settings import Settings, load_settings
 from events import Clip, Done, Speech, StageError, TextDelta
 from pipeline import FaceStage, Pipeline, VoiceStage
-from ui import chat, errors, knowledge, resources, warmup
+from ui import chat, errors, knowledge, knowledge_page, resources, settings_page, warmup
 
 MODE_LABELS = {"reader": "📖 Ask about the book", "roleplay": "🎭 Chat with her"}
 PAGES = ["Chat", "Knowledge", "Settings"]
-VIDEO_SIZES = [256, 512]
 
 st.set_page_config(page_title="知音 Zhiyin", page_icon="📖", layout="wide")
 state = st.session_state
@@ -240,121 +238,6 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
         answer(conv, question, settings, avatar)
 
 
-# ---------------------------------------------------------------------------- knowledge
-def progress_bar():
-    bar = st.progress(0.0, text="Starting…")
-
-    def report(stage: str, done: int, total: int) -> None:
-        frac, label = knowledge.progress_text(stage, done, total)
-        bar.progress(frac, text=label)
-
-    return report
-
-
-def uploads_of(files) -> list[tuple[str, bytes]]:
-    return [(f.name, f.getvalue()) for f in (files or [])]
-
-
-@st.cache_data(max_entries=16, show_spinner="Reading the upload…")
-def inspect_upload(name: str, data: bytes) -> knowledge.UploadInfo:
-    # Cached: every rerun would otherwise decode a 50 MB book again.
-    return knowledge.inspect_upload(name, data)
-
-
-def show_detected(uploads: list[tuple[str, bytes]]) -> None:
-    for name, data in uploads:
-        info = inspect_upload(name, data)
-        (st.success if info.ok else st.error)(info.summary())
-
-
-def knowledge_page(card: Card) -> None:
-    st.header(f"What {card.name} knows")
-    status = knowledge.store_status(card.id)
-    if "error" in status:
-        st.warning(status["error"])
-    else:
-        cols = st.columns(4)
-        cols[0].metric("Books", status["files"])
-        cols[1].metric("Passages", f"{status['chunks']:,}")
-        cols[2].metric("Characters", f"{status['characters']:,}")
-        cols[3].metric("Search model", status["embedder"])
-        st.caption(f"Built {status['built']} · version {status['version']} · "
-                   + knowledge.upgrade_text(status.get("upgrade", {})))
-        if "e5" not in status["indexes"] and st.button("Upgrade the search index in the background (e5)"):
-            from gen_chroma import start_background_upgrade
-
-            pid = start_background_upgrade(card.id)
-            st.info(f"Upgrade started (process {pid}); this page shows its progress when you come back.")
-
-    st.subheader("Add books")
-    files = st.file_uploader("Books (.txt, .md or .epub; any common encoding)", accept_multiple_files=True,
-                             key="books")
-    uploads = uploads_of(files)
-    show_detected(uploads)
-    if st.button(f"Add to {card.name} and rebuild", disabled=not uploads, type="primary"):
-        try:
-            report, _ = knowledge.add_books(card.id, uploads, progress=progress_bar())
-            st.success(f"Rebuilt: {report.files} books, {report.chunks:,} passages "
-                       f"({len(report.added)} added, {len(report.changed)} changed) in {report.seconds:.1f} s.")
-        except Exception as exc:
-            st.error(errors.message(exc, "rebuilding the knowledge store"))
-
-    knowledge.card_import_section(card, flash)
-    st.subheader("Create a new character")
-    with st.form("new_character", clear_on_submit=False):
-        name = st.text_input("Name", placeholder="e.g. 薛宝钗 or Jane Bennet")
-        cid = st.text_input("Id (optional; letters, digits, '-' or '_')")
-        lang = st.selectbox("Language", ["auto", "zh", "en"])
-        description = st.text_input("One-line description")
-        books = st.file_uploader("Her books", accept_multiple_files=True, key="new_books")
-        portrait = st.file_uploader("Portrait (PNG, JPEG or WebP)", key="new_portrait")
-        submitted = st.form_submit_button("Create")
-    if submitted:
-        try:
-            new, report, infos = knowledge.create_character(
-                name, uploads_of(books), cid, (portrait.name, portrait.getvalue()) if portrait else None,
-                description, None if lang == "auto" else lang, progress=progress_bar())
-        except Exception as exc:
-            st.error(errors.message(exc, "creating the character"))
-            return
-        for info in infos:
-            if not info.ok:
-                flash("warning", info.summary())
-        flash("success", f"Created {new.name} ({report.chunks:,} passages); she is selected now.")
-        state["pending_character"] = new.id
-        st.rerun()
-
-
-# ----------------------------------------------------------------------------- settings
-def settings_page(settings: Settings) -> None:
-    from voice import TTS_ENGINES
-
-    st.header("Settings")
-    st.caption("These apply to this browser session; defaults come from settings.toml and ZHIYIN_* variables. "
-               "Changing them starts a new conversation.")
-    backends = BACKENDS.names()
-    engines = ["auto", *TTS_ENGINES.names()]
-    with st.form("settings"):
-        backend = st.selectbox("Chat model backend", backends, key="set_backend",
-                               index=backends.index(settings.llm_backend) if settings.llm_backend in backends else 0)
-        model = st.text_input("Model", value=settings.llm_model, key="set_model",
-                              help="llamacpp: qwen2.5-1.5b (default), qwen2.5-0.5b or a .gguf path; "
-                                   "transformers: a model folder; openai: the server's model name.")
-        temperature = st.slider("Temperature (role-play)", 0.0, 1.5, float(settings.temperature), 0.05,
-                                key="set_temperature")
-        reader_temperature = st.slider("Temperature (reader: low copies names exactly)", 0.0, 1.5,
-                                       float(settings.reader_temperature), 0.05, key="set_reader_temperature")
-        engine = st.selectbox("Voice engine", engines, key="set_engine",
-                              index=engines.index(settings.tts_engine) if settings.tts_engine in engines else 0)
-        size = st.radio("Video size", VIDEO_SIZES, horizontal=True, key="set_size",
-                        index=VIDEO_SIZES.index(settings.video_size) if settings.video_size in VIDEO_SIZES else 0)
-        if st.form_submit_button("Apply"):
-            state["overrides"] = {"llm_backend": backend, "llm_model": model.strip(), "temperature": temperature,
-                                  "reader_temperature": reader_temperature, "tts_engine": engine, "video_size": size}
-            flash("success", "Settings applied; a new conversation started.")
-            st.rerun()
-
-
 # --------------------------------------------------------------------------------- main
 def main() -> None:
     cards = {c.id: c for c in list_characters()}
@@ -367,8 +250,8 @@ def main() -> None:
     settings = current_settings()
     if settings is None:
         return
-    {"Chat": lambda: chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page(card),
-     "Settings": lambda: settings_page(settings)}[page]()
+    {"Chat": lambda: chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page.show(card, flash),
+     "Settings": lambda: settings_page.show(settings, flash)}[page]()
 
 
 try:
