@@ -238,6 +238,12 @@ def texts_dir(character_id: str) -> Path:
     return character_dir(character_id) / TEXTS_DIR
 
 
+def has_books(character_id: str) -> bool:
+    """Whether any text was given to this character (a card imported alone has none)."""
+    folder = texts_dir(character_id)
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*"))
+
+
 def load_lorebook(character_id: str) -> dict | None:
     """The character's lorebook (a card's ``character_book``), or None when she has none."""
     path = character_dir(character_id) / LOREBOOK_FILE

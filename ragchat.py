@@ -24,7 +24,7 @@ from pydantic import ConfigDict
 
 import prompting
 from cards.worldinfo import WorldInfo
-from characters import Card, CharacterError, load_card, load_lorebook
+from characters import Card, CharacterError, has_books, load_card, load_lorebook
 from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
@@ -49,6 +49,8 @@ class StoreRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun | None = None
     ) -> list[Document]:
+        if not KnowledgeStore.exists(self.character_id) and not has_books(self.character_id):
+            return []  # a character from a card alone: she talks from her card (and lorebook), no book to cite
         try:
             store = KnowledgeStore.open(self.character_id)
         except StoreError as exc:

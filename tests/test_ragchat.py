@@ -504,3 +504,11 @@ def test_a_replaced_store_version_is_kept_for_a_grace_period(zh_store, tmp_path:
     build(zh_store, embedder="use", rebuild=True)
     assert not old.version.exists()
     assert current_version(store_root(zh_store)).is_dir()
+
+
+def test_a_character_from_a_card_alone_chats_without_a_book(tiny_llm) -> None:
+    from characters import create_character
+
+    create_character("mira", "Mira", "en")  # a card and no book, as an imported character card is
+    done = Companion("mira", mode="roleplay", llm=tiny_llm()).ask("Hello, who are you?")
+    assert done.answer and done.sources == [] and done.warning
