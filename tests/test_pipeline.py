@@ -12,10 +12,9 @@ import pytest
 
 from characters import load_card
 from events import Clip, Done, Sources, Speech, StageError, TextDelta
-from knowledge_base.builder import build
 from pipeline import FaceStage, Pipeline, VoiceStage, build_pipeline
 from tests.conftest import REPO
-from tests.test_ragchat import ZH_BOOK, tiny_llm  # noqa: F401  (pytest fixture)
+from tests.test_ragchat import tiny_llm, zh_store  # noqa: F401  (pytest fixtures)
 from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -79,15 +78,6 @@ def test_a_slow_video_stage_never_delays_the_text_or_the_speech() -> None:
     last_text = max(i for i, e in enumerate(events) if isinstance(e, TextDelta))
     assert all(events.index(c) > last_text for c in clips[1:])  # clips trail; the text never waited
     assert events[-1].timings["first_video_ms"] >= events[-1].timings["first_audio_ms"]
-
-
-@pytest.fixture
-def zh_store(tmp_path: Path) -> str:
-    book = tmp_path / "in" / "xiaoxiang.txt"
-    book.parent.mkdir()
-    book.write_text(ZH_BOOK, encoding="utf-8")
-    build("daiyu", [book], embedder="use")
-    return "daiyu"
 
 
 @needs_espeak
