@@ -26,7 +26,7 @@ from conversations.store import (
     reader_name,
 )
 from events import Done, Event
-from ragchat import Companion, Turn
+from ragchat import Budget, Companion, Turn
 from settings import Settings, load_settings
 
 log = logging.getLogger("zhiyin.conversations")
@@ -297,7 +297,8 @@ def open_store() -> tuple[ConversationStore, str]:
 
 def open_or_create(character: str | Card, user: str | None = None, mode: str | None = None,
                    conversation_id: int | str | None = None, *, llm: Any = None, settings: Settings | None = None,
-                   store: ConversationStore | None = None, k: int | None = None) -> SavedConversation:
+                   store: ConversationStore | None = None, k: int | None = None,
+                   budget: Budget | None = None) -> SavedConversation:
     """The one entry point: reader ``user``'s conversation with ``character``.
 
     ``conversation_id``: None or "new" starts one (saved at its first question), "last" continues the
@@ -324,5 +325,6 @@ def open_or_create(character: str | Card, user: str | None = None, mode: str | N
     if info is not None and mode and info.mode != mode:
         raise ConversationError(f"Conversation {info.id} is in {info.mode} mode, not {mode}; continue it in "
                                 f"{info.mode} mode or start a new one.")
-    companion = Companion(character, mode=info.mode if info else mode or "reader", llm=llm, settings=settings, k=k)
+    companion = Companion(character, mode=info.mode if info else mode or "reader", llm=llm, settings=settings, k=k,
+                          budget=budget)
     return SavedConversation(companion, store, reader, info.id if info else None, settings)

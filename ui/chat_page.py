@@ -44,7 +44,8 @@ def get_conversation(card: Card, mode: str, settings: Settings, reader: str) -> 
         st.error(errors.message(exc, "loading the chat model"))
         return None
     state["conv"] = conv
-    state.pop("editing", None)
+    for key in ("editing", "show_all", "confirm"):
+        state.pop(key, None)
     return conv
 
 
@@ -82,6 +83,9 @@ def apply_action(conv: chat.Conversation) -> tuple[str, bool] | None:
                 saved.delete_turn(mid)
             case ("keep_turn",):
                 state.pop("confirm", None)
+            case ("new",):
+                conv.restart()
+                state.pop("editing", None)
     except ConversationError as exc:
         st.error(str(exc))
     return None
@@ -200,9 +204,9 @@ def show_spoken(event: Speech | Clip, audio: list[bytes], video: list[bytes], bo
 
 
 def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: str | None, draw_question: bool) -> None:
-    if draw_question:
-        with st.chat_message("user"):
-            st.markdown(question)
+    user_box = st.chat_message("user") if draw_question else None
+    if user_box is not None:
+        user_box.markdown(question)
     with st.chat_message("assistant", avatar=avatar):
         text_box, media_box = st.container(), st.container()
         audio: list[bytes] = []
@@ -244,19 +248,20 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
         if done.sources:
             with st.expander(f"Sources ({len(done.sources)})"):
                 st.markdown(chat.sources_markdown(done.sources))
-        controls(conv.messages[-1], last=True)
+        shown = conv.messages
+        controls(shown[-1], last=True)
+    if user_box is not None and done is not None and len(shown) > 1:
+        with user_box:  # the question's own buttons, now that it is saved
+            controls(shown[-2], last=False)
 
 
-def sidebar(conv: chat.Conversation) -> None:
-    sb = st.sidebar
-    if sb.button("🆕 New conversation", use_container_width=True):
-        conv.restart()
-        state.pop("editing", None)
-        st.rerun()
-    history.conversation_list(conv)
-    history.manage(conv)
-    history.export(conv)
-    history.memories(conv)
+def sidebar(conv: chat.Conversation, sb) -> None:
+    """Drawn last, into its place in the sidebar, so the list and the memories include this turn."""
+    sb.button("🆕 New conversation", use_container_width=True, on_click=_act, args=("new",))
+    history.conversation_list(conv, sb)
+    history.manage(conv, sb)
+    history.export(conv, sb)
+    history.memories(conv, sb)
 
 
 def chat_page(card: Card, mode: str, settings: Settings) -> None:
@@ -269,14 +274,14 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
     avatar = str(portrait) if portrait else None
     ready = conv is not None and chat.has_knowledge(card.id)
     pending = None
+    slot = st.sidebar.container()  # the conversation parts of the sidebar, filled at the end
     if conv is not None:
         pending = apply_action(conv)
-        sidebar(conv)
         messages = conv.messages
         start = 0 if state.get("show_all") else max(0, len(messages) - SHOWN)
-        if start and st.button(f"Show {start} earlier messages", key="show_earlier"):
-            state["show_all"] = True
-            st.rerun()
+        if start:
+            st.button(f"Show {start} earlier messages", key="show_earlier", on_click=state.update,
+                      kwargs={"show_all": True})
         for i, msg in enumerate(messages[start:], start):
             show_message(msg, avatar, last=i == len(messages) - 1 and pending is None)
     if conv is not None and not ready:
@@ -285,12 +290,13 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
     typed = st.chat_input(f"Ask {card.name}…" if ready else "Add a book on the Knowledge page first")
     question, draw = pending if pending else ((typed or spoken or "").strip(), True)
     if question and conv is not None:
-        if not ready:
+        if ready:
+            answer(conv, question, settings, avatar, draw)
+        else:
             st.error(chat.no_knowledge_message(card))
-            return
-        answer(conv, question, settings, avatar, draw)
     if conv is not None:
         if conv.saved.warning:
             st.warning(conv.saved.warning)
             conv.saved.warning = ""
+        sidebar(conv, slot)
         history.set_url(conv)

@@ -96,19 +96,19 @@ def _pick(key: str, infos: dict[int, ConversationInfo]) -> None:
         open_later(infos[chosen])
 
 
-def conversation_list(conv: chat.Conversation) -> None:
+def conversation_list(conv: chat.Conversation, sb) -> None:
     """Her past conversations with this reader; choosing one resumes it."""
     saved = conv.saved
     try:
         infos = {i.id: i for i in saved.store.list(saved.card.id, saved.reader, limit=200)}
     except ConversationError as exc:
-        st.sidebar.caption(str(exc))
+        sb.caption(str(exc))
         return
     options: list[int | None] = ([None] if saved.id is None else []) + list(infos)
     if saved.id is not None and saved.id not in infos:
         options.insert(0, saved.id)
     key = f"conversations-{saved.card.id}-{saved.id}"  # a new key when the open conversation changes
-    st.sidebar.selectbox("Conversations", options, index=options.index(saved.id), key=key,
+    sb.selectbox("Conversations", options, index=options.index(saved.id), key=key,
                          format_func=lambda i: "🆕 (this new conversation)" if i is None else
                          label(infos[i]) if i in infos else f"#{i}",
                          on_change=_pick, args=(key, infos))
@@ -136,12 +136,11 @@ def _delete_conversation(conv: chat.Conversation) -> None:
     state["flash"] = [*state.get("flash", []), ("success", "The conversation was deleted.")]
 
 
-def manage(conv: chat.Conversation) -> None:
+def manage(conv: chat.Conversation, sb) -> None:
     """Rename or delete the open conversation (deleting asks once)."""
     saved = conv.saved
     if saved.id is None:
         return
-    sb = st.sidebar
     key = f"title-{saved.id}"
     state.setdefault(key, saved.title)
     sb.text_input("Title", key=key, on_change=_rename, args=(conv, key))
@@ -156,8 +155,8 @@ def manage(conv: chat.Conversation) -> None:
                   args=(("conversation", saved.id),))
 
 
-def export(conv: chat.Conversation) -> None:
-    cols = st.sidebar.columns(2)
+def export(conv: chat.Conversation, sb) -> None:
+    cols = sb.columns(2)
     saved = conv.saved
     stem = f"{saved.card.id}-conversation" + (f"-{saved.id}" if saved.id else "")
     cols[0].download_button("⬇ Markdown", saved.export_markdown(), file_name=f"{stem}.md", mime="text/markdown",
@@ -184,19 +183,19 @@ def _forget(conv: chat.Conversation, memory_id: int | None) -> None:
         state["flash"] = [*state.get("flash", []), ("error", str(exc))]
 
 
-def memories(conv: chat.Conversation) -> None:
+def memories(conv: chat.Conversation, sb) -> None:
     """'What she remembers about you': each memory can be corrected (edit the text) or forgotten."""
     saved = conv.saved
     try:
         items = saved.store.memories(saved.reader, saved.card.id)
     except ConversationError as exc:
-        st.sidebar.caption(errors.message(exc, "reading her memories"))
+        sb.caption(errors.message(exc, "reading her memories"))
         return
     if not items:
-        st.sidebar.caption(f"🧠 {saved.card.name} remembers nothing about you yet; tell her your name, "
+        sb.caption(f"🧠 {saved.card.name} remembers nothing about you yet; tell her your name, "
                            "what you love, what worries you.")
         return
-    box = st.sidebar.expander(f"🧠 What she remembers about you ({len(items)})")
+    box = sb.expander(f"🧠 What she remembers about you ({len(items)})")
     for m in items:
         key = f"memory-{m.id}"
         state.setdefault(key, m.text)
