@@ -6,7 +6,8 @@ Done with timings and tokens. ``ask(text)`` returns that Done. What goes into th
 in which order, is prompting.py's; speaking and animating the answer is pipeline.py's.
 
 CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay] [--json]
-[--speak] [--video] [--out DIR]`` (see cli.py).
+[--speak] [--video] [--out DIR] [--user NAME] [--conversation ID|new|last]`` and
+``python ragchat.py --list CHARACTER [--user NAME] [--json]`` (see cli.py; saving: conversations/).
 """
 from __future__ import annotations
 

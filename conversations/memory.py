@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from conversations.store import ConversationStore, Memory
@@ -80,7 +81,7 @@ _EN_CLAUSE = re.compile(r";\s*|,\s*(?=(?:and|but|so|because)\s)|\s+(?=(?:and|but
 _ZH_SUBJECT = re.compile(r"我|你|您|他|她|它|咱|[\u4e00-\u9fff]{2,3}(?:说|是)")
 
 
-def _clauses(text: str) -> list[str]:
+def _clauses(text: str) -> list[tuple[str, bool]]:
     """Statement clauses (questions and hypotheticals are not memories). A Chinese clause that drops its
     subject after one about 我 ("我在医院工作，养了一只猫") is read with 我 put back."""
     out = []
@@ -96,10 +97,11 @@ def _clauses(text: str) -> list[str]:
             if not clause or _HYPOTHETICAL.search(clause):
                 mine = False
                 continue
-            if cjk and mine and not _ZH_SUBJECT.search(clause):
+            restored = bool(cjk and mine and not _ZH_SUBJECT.search(clause))
+            if restored:
                 clause = "我" + clause
             mine = bool(cjk) and clause.startswith("我")
-            out.append(clause)
+            out.append((clause, restored))
     return out
 
 
@@ -114,12 +116,21 @@ def kind_of(clause: str) -> str | None:
 def distil_rules(text: str) -> list[Fact]:
     """The facts the reader states about themselves in ``text``, one per clause, in their own words."""
     facts: list[Fact] = []
-    for clause in _clauses(text):
+    follows = False  # the previous clause made the last fact
+    for clause, restored in _clauses(text):
         kind = kind_of(clause)
-        if kind and len(clause) >= 3:
+        if restored and kind in (None, "name") and follows:
+            # "我养了一只橘猫，名叫元宝": the rest of the sentence goes on about the same thing (the name is the cat's).
+            joined = facts[-1].text + "，" + clause[1:]
+            if len(joined) <= MAX_CHARS:
+                facts[-1] = Fact(facts[-1].kind, joined)
+            continue
+        follows = False
+        if kind and len(clause) >= 3 and not (restored and kind == "name"):
             said = clause if len(clause) <= MAX_CHARS else clause[: MAX_CHARS - 1] + "…"
             if said not in [f.text for f in facts]:
                 facts.append(Fact(kind, said))
+                follows = True
     return facts
 
 
@@ -177,13 +188,14 @@ _REMEMBER = re.compile(r"记得|记不记得|忘了|说过|告诉过|\bremember\
                        r"\bknow about me\b", re.I)
 
 
-def _tokens(text: str) -> set[str]:
+@lru_cache(maxsize=4096)  # memories are scored on every turn; their words do not change
+def _tokens(text: str) -> frozenset[str]:
     from knowledge_base.keywords import tokenize
 
-    return set(tokenize(text))
+    return frozenset(tokenize(text))
 
 
-def relevance(question: str, memory: Memory, q_tokens: set[str] | None = None) -> float:
+def relevance(question: str, memory: Memory, q_tokens: frozenset[str] | None = None) -> float:
     """How much a memory bears on a question: shared words, plus the question asking about the reader
     (我/I/my) with a cue for the memory's kind (名字/name, 喜欢/love, 担心/worry …) or for remembering."""
     q_tokens = _tokens(question) if q_tokens is None else q_tokens

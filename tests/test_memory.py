@@ -21,6 +21,7 @@ TOLD = [  # (what the reader says, the memories expected, their kinds)
     ("我最近很担心下个月的考试。", ["我最近很担心下个月的考试"], ["worry"]),
     ("我在上海的一家医院工作，养了一只橘猫。", ["我在上海的一家医院工作", "我养了一只橘猫"], ["about", "about"]),
     ("我不喜欢下雨天。", ["我不喜欢下雨天"], ["dislike"]),
+    ("我养了一只橘猫，名叫元宝，胖得很。", ["我养了一只橘猫，名叫元宝，胖得很"], ["about"]),  # the name is the cat's
     ("My name is Tom Baker, and I love gardenias.", ["My name is Tom Baker", "I love gardenias"], ["name", "like"]),
     ("I am so worried about my mother's health.", ["I am so worried about my mother's health"], ["worry"]),
     ("I just passed my driving test!", ["I just passed my driving test"], ["news"]),
