@@ -104,6 +104,18 @@ class Settings:
     tts_engine: str = "auto"
     asr_engine: str = "faster-whisper"
     video_size: int = 256
+    # The knowledge stores' vectors on a Chroma server (`chroma run`) shared by several app/API
+    # processes, e.g. "http://10.0.0.5:8000"; "" = embedded files under stores/ (docs/api.md).
+    chroma_url: str = ""
+    # The OpenAI-compatible API (api.py). A key is required to listen beyond loopback.
+    api_key: str = ""
+    api_max_body_bytes: int = 2_000_000  # a chat request's JSON body
+    api_max_upload_bytes: int = 25_000_000  # an audio upload (OpenAI's own limit)
+    api_max_messages: int = 256  # messages in one chat request
+    api_max_speech_chars: int = 4096  # text in one speech request (OpenAI's own limit)
+    # Turns generated at once: 0 = one for in-process models (llama.cpp has one slot), 4 for `openai`.
+    api_parallel: int = 0
+    api_context_tokens: int = 0  # the model's context for the length check; 0 = the model's own, else 4096
 
 
 def _coerce(value: str, like: Any) -> Any:
