@@ -27,6 +27,7 @@ from knowledge_base.store import (
     FORMAT,
     chroma_client,
     collection_name,
+    copy_index,
     current_version,
     read_chunks,
     read_manifest,
@@ -262,7 +263,7 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     old_tokens = _read_tokens(prev) if prev else {}
     prev_m = read_manifest(prev) if prev else {"dense": {}, "files": {}}
     if prev:
-        shutil.copytree(prev / "chroma", version / "chroma")
+        copy_index(prev, version)
     client = chroma_client(version / "chroma")
 
     # Read and chunk the new and changed files.
@@ -401,7 +402,7 @@ def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progres
             manifest = read_manifest(version)
             new = _new_version(root)
             try:
-                shutil.copytree(version / "chroma", new / "chroma")
+                copy_index(version, new)
                 for f in ("chunks.jsonl", "tokens.jsonl"):
                     shutil.copyfile(version / f, new / f)
                 shutil.copytree(version / "bm25", new / "bm25")
