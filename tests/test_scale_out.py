@@ -1,8 +1,10 @@
-"""chroma_url: the knowledge stores on a real `chroma run` server process on loopback, shared by homes
-that stand for machines (each its own ZHIYIN_HOME, so nothing is shared but the server).
+"""Past one machine: the stores on a Chroma server, the chat model on a model server.
 
-Builds, the atomic swap and the e5 upgrade keep their guarantees there: a reader elsewhere sees the old
-version or the new one, a failed build leaves the live version answering and nothing behind.
+chroma_url: a real `chroma run` server process on loopback, shared by homes that stand for machines
+(each its own ZHIYIN_HOME, so nothing is shared but the server). Builds, the atomic swap and the e5
+upgrade keep their guarantees there: a reader elsewhere sees the old version or the new one, a failed
+build leaves the live version answering and nothing behind. Slow: llama.cpp's own OpenAI-compatible
+server (the packaged GGUF) behind the `openai` backend, and the API in front of it.
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ import uuid
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from knowledge_base import builder, remote
 from knowledge_base.builder import build, upgrade
 from knowledge_base.store import KnowledgeStore, store_root
 from tests.conftest import REPO
+from tests.test_api import KITTEN, free_port, home, server_env, start_api, stop  # noqa: F401  (home: a fixture)
 
 CHROMA = Path(sys.executable).parent / "chroma"
 BOOK = """Chapter 1
@@ -45,11 +49,7 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """`chroma run --path DIR --host 127.0.0.1 --port P`, a real server process."""
     if not CHROMA.is_file():
         pytest.skip(f"the chroma CLI is not at {CHROMA}")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
     log = (data / "server.log").open("w")
     proc = subprocess.Popen([str(CHROMA), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
@@ -169,3 +169,60 @@ def test_without_chroma_url_the_store_stays_in_local_files(tmp_path: Path) -> No
     report = build(cid, [book], name="Elizabeth", lang="en", embedder="use")
     assert (store_root(cid) / report.version / "chroma" / "chroma.sqlite3").is_file()
     assert (store_root(cid) / "CURRENT").read_text().strip() == report.version
+
+
+# ------------------------------------------------- a model server (llama.cpp's own), slow
+def wait_status(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the llama.cpp server exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} was not ready in {timeout} s")
+
+
+@pytest.mark.slow
+def test_the_openai_backend_through_llama_cpps_own_server(home: Path, tmp_path: Path) -> None:
+    """The packaged GGUF in llama.cpp's OpenAI-compatible server (a process), the API in front of it."""
+    from llm import get_chat_model
+    from settings import load_settings
+
+    if not (REPO / "checkpoints" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf").is_file():
+        pytest.skip("the packaged GGUF is not assembled: run `python -m llm prepare`")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIYIN_")} | {
+        "ZHIYIN_MODELS": str(REPO / "checkpoints")}
+    model_server = subprocess.Popen([sys.executable, "-m", "api.llama_server", "--port", str(port), "--threads", "2"],
+                                    cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_status(f"http://127.0.0.1:{port}/health", model_server)
+        # The backend alone: real token streaming, the token cap and stop strings reach the server.
+        chat = get_chat_model(load_settings(llm_backend="openai", openai_base_url=base, llm_model="qwen",
+                                            temperature=0, max_tokens=12))
+        pieces = [c.content for c in chat.stream([("human", "Count from one to twenty in words, comma separated.")])
+                  if c.content]
+        assert len(pieces) >= 5 and "one" in "".join(pieces).lower()
+        stopped = chat.invoke([("human", "Count from one to twenty in words, comma separated.")], stop=["four"])
+        assert "four" not in stopped.content.lower() and "two" in stopped.content.lower()
+        # The API in front of it: she answers from her store through the model server.
+        proc, url = start_api(server_env(home, Path("unused"), ZHIYIN_LLM_BACKEND="openai", ZHIYIN_LLM_MODEL="qwen",
+                                         ZHIYIN_OPENAI_BASE_URL=base, ZHIYIN_MAX_TOKENS="24"), tmp_path / "api.log")
+        try:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
+            stream = client.chat.completions.create(
+                model="elizabeth:roleplay", messages=[{"role": "user", "content": KITTEN}], stream=True,
+                stream_options={"include_usage": True})
+            chunks = list(stream)
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 3 and text.strip()
+            assert chunks[-1].usage.completion_tokens <= 24 and chunks[-1].usage.prompt_tokens > 200
+            assert chunks[0].model_extra["sources"] and chunks[-1].system_fingerprint.startswith("openai:")
+        finally:
+            stop(proc)
+    finally:
+        stop(model_server)
