@@ -122,6 +122,18 @@ class Settings:
     video_size: int = 256
     # Needed to change settings or books from a page served beyond this machine (ui/resources.py).
     password: str = field(default="", repr=False)
+    # The knowledge stores' vectors on a Chroma server (`chroma run`) shared by several app/API
+    # processes, e.g. "http://10.0.0.5:8000"; "" = embedded files under stores/ (docs/api.md).
+    chroma_url: str = ""
+    # The OpenAI-compatible API (api.py). A key is required to listen beyond loopback.
+    api_key: str = ""
+    api_max_body_bytes: int = 2_000_000  # a chat request's JSON body
+    api_max_upload_bytes: int = 25_000_000  # an audio upload (OpenAI's own limit)
+    api_max_messages: int = 256  # messages in one chat request
+    api_max_speech_chars: int = 4096  # text in one speech request (OpenAI's own limit)
+    # Turns generated at once: 0 = one for in-process models (llama.cpp has one slot), 4 for `openai`.
+    api_parallel: int = 0
+    api_context_tokens: int = 0  # the model's context for the length check; 0 = the model's own, else 4096
 
 
 # Settings that only settings.toml may set: whoever can reach a page or an environment variable

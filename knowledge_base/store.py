@@ -6,6 +6,9 @@ Layout under ``stores/<character>/``::
     v-<time>-<pid>/         one complete build: manifest.json, chroma/, bm25/, chunks.jsonl
     upgrade.json            progress of a background index upgrade, if any
 
+With ``chroma_url`` set, the vectors, the passages and the pointer live on a Chroma server and the
+version folders are a local cache of the small files (knowledge_base/remote.py says how the swap stays atomic).
+
 A build writes a new version folder aside and only then points CURRENT at it, so an
 interrupted build leaves the previous version answering. The manifest records the
 embedder, its dimension and the Chroma collection name: opening the store with
@@ -28,7 +31,7 @@ import numpy as np
 
 from characters import safe_id
 from fileio import write_text_atomic
-from knowledge_base import keywords
+from knowledge_base import keywords, remote
 from knowledge_base.embedders import get_embedder
 from settings import paths
 
@@ -74,7 +77,10 @@ def collection_name(character_id: str, embedder: str) -> str:
 
 
 def chroma_client(folder: Path):
-    """A persistent Chroma client with telemetry off (this app never phones home)."""
+    """The Chroma collections of one version (``folder`` is its ``chroma/``): persistent files, or the
+    Chroma server of ``chroma_url`` (knowledge_base/remote.py). Telemetry off: this app never phones home."""
+    if remote.url():
+        return remote.VersionClient(folder.parent.parent.name, folder.parent.name)
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -82,6 +88,15 @@ def chroma_client(folder: Path):
 
 
 def current_version(root: Path) -> Path | None:
+    """The live version folder: CURRENT's, or with a Chroma server the pointer's (its files fetched once)."""
+    if remote.url():
+        name = remote.live_version(root.name)
+        if name is None:
+            return None
+        version = root / name
+        if not (version / "manifest.json").is_file():
+            remote.materialise(root, name)
+        return version if (version / "manifest.json").is_file() else None
     marker = root / "CURRENT"
     if not marker.is_file():
         return None
@@ -90,8 +105,19 @@ def current_version(root: Path) -> Path | None:
 
 
 def set_current(root: Path, version: Path) -> None:
-    """Point CURRENT at a finished version folder, atomically (write aside, then rename)."""
+    """Point CURRENT (and a Chroma server's pointer) at a finished version, atomically."""
+    if remote.url():
+        remote.publish(root.name, version)  # the swap every machine sees
     write_text_atomic(root / "CURRENT", version.name)
+
+
+def copy_index(prev: Path, version: Path) -> None:
+    """Start a new version from the dense indexes of ``prev`` (files copied, or collections on the server)."""
+    if remote.url():
+        names = [i["collection"] for i in read_manifest(prev)["dense"].values()]
+        remote.copy_collections(prev.parent.name, prev.name, version.name, names)
+    else:
+        shutil.copytree(prev / "chroma", version / "chroma")
 
 
 def read_manifest(version: Path) -> dict:
@@ -283,3 +309,5 @@ def _join_overlapping(first: str, second: str) -> str:
 
 def remove_version(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+    if remote.url():
+        remote.drop_version(folder.parent.name, folder.name)

@@ -19,6 +19,7 @@ from characters import safe_id
 from knowledge_base.embedders import get_embedder
 from knowledge_base.store import (
     chroma_client,
+    copy_index,
     collection_name,
     current_version,
     read_chunks,
@@ -133,7 +134,7 @@ def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progres
             manifest = read_manifest(version)
             new = new_version(root)
             try:
-                shutil.copytree(version / "chroma", new / "chroma")
+                copy_index(version, new)
                 for f in ("chunks.jsonl", "tokens.jsonl"):
                     shutil.copyfile(version / f, new / f)
                 shutil.copytree(version / "bm25", new / "bm25")
