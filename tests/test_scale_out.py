@@ -127,16 +127,16 @@ def test_a_failed_build_changes_nothing_and_a_rebuild_swaps_for_every_reader(mac
 
     machines("builder")
     _, extra = new_character(home, SECOND_BOOK, "telescope.txt")
-    real_add = builder._add_vectors
+    real_add = builder.add_vectors
 
     def fail_midway(collection, chunks, vectors, progress) -> None:  # noqa: ANN001
         real_add(collection, chunks[:1], vectors[:1], progress)  # some vectors reach the server, then it breaks
         raise RuntimeError("the builder machine lost power")
 
-    monkeypatch.setattr(builder, "_add_vectors", fail_midway)
+    monkeypatch.setattr(builder, "add_vectors", fail_midway)
     with pytest.raises(RuntimeError):
         build(cid, [extra], embedder="use")
-    monkeypatch.setattr(builder, "_add_vectors", real_add)
+    monkeypatch.setattr(builder, "add_vectors", real_add)
     assert remote.live_version(cid) == first, "a failed build never moves the pointer"
     assert {n.rsplit(".", 1)[-1] for n in server_names(cid) if "." in n} == {first}, "and leaves nothing behind"
 
