@@ -47,3 +47,20 @@ def test_online_voice_is_off_by_default_and_says_where_the_text_goes(app_env: Pa
     assert any("sent to Microsoft" in c for c in texts(at.caption))
     at.button[0].click().run()
     assert at.session_state["overrides"]["online_voice"] is True
+
+
+def test_an_imported_card_chats_without_a_book_and_the_page_names_the_lore_that_fired(app_env: Path) -> None:
+    from cards.transfer import import_card
+    from tests.card_samples import b64, png_card, v2_card
+
+    cid = import_card(png_card({"chara": b64(v2_card())}), "mira.png").card.id
+    at = start()
+    at.selectbox(key="character").set_value(cid).run()
+    at.radio(key="mode").set_value("roleplay").run()
+    assert_clean(at)
+    at.chat_input[0].set_value("Are we flying to the storm wall?").run()
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    notes = " ".join(texts(at.caption))
+    assert "World info:" in notes and "storm" in notes, notes
+

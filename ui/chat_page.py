@@ -11,7 +11,7 @@ import streamlit as st
 
 from characters import Card, avatar_path
 from conversations import ConversationError
-from events import Clip, Done, Speech, StageError, TextDelta
+from events import Clip, Done, Sources, Speech, StageError, TextDelta
 from pipeline import FaceStage, Pipeline, VoiceStage
 from settings import Settings
 from ui import chat, errors, history, resources, warmup
@@ -217,6 +217,7 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
             st.error(errors.message(exc, "preparing the voice"))
             pipe = Pipeline(conv.saved)
         done: Done | None = None
+        lore: list[str] = []  # the card's world-info entries that fired for this answer
         waiting = lambda: st.spinner("Another conversation is being answered; yours is next…")  # noqa: E731
 
         def tokens():
@@ -224,6 +225,8 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
             for event in pipe.turn(question):
                 if isinstance(event, TextDelta):
                     yield event.text
+                elif isinstance(event, Sources):
+                    lore[:] = event.lore
                 elif isinstance(event, (Speech, Clip)):
                     show_spoken(event, audio, video, media_box)
                 elif isinstance(event, StageError):
@@ -244,6 +247,8 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
         conv.media[head] = (audio, video)
         if done.warning:
             conv.notes[head] = "No passage of the book matched this question. "
+        if lore:  # which lorebook entries shaped this answer (users of character cards ask for this)
+            conv.notes[head] = conv.notes.get(head, "") + "World info: " + "; ".join(lore) + ". "
         st.caption(conv.notes.get(head, "") + chat.timing_note(done.timings))
         if done.sources:
             with st.expander(f"Sources ({len(done.sources)})"):
