@@ -1,7 +1,7 @@
 """llama.cpp's own OpenAI-compatible server (tools/server, through the installed xllamacpp) as a process.
 
     python -m api.llama_server [--model qwen2.5-1.5b|PATH.gguf] [--host 127.0.0.1] [--port 8080]
-                               [--threads 2] [--ctx 4096] [--parallel 1]
+                               [--threads 2] [--ctx 4096] [--parallel 1] [--api-key KEY]
 
 A model server for the scale-out topology (docs/api.md): app and API processes on other machines reach
 it with ``llm_backend = "openai"`` and ``openai_base_url = "http://HOST:PORT/v1"``. On a real deployment
@@ -12,11 +12,13 @@ once the model is loaded (503 before).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from api.security import is_loopback
 from settings import find_checkpoint, models_dir
 
 PACKAGED = {"qwen2.5-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -37,7 +39,7 @@ def gguf_path(name: str) -> Path:
     return path
 
 
-def start_server(model: Path, host: str, port: int, threads: int, ctx: int, parallel: int, alias: str = "") -> object:
+def start_server(model: Path, host: str, port: int, threads: int, ctx: int, parallel: int, api_key: str = "") -> object:
     """Load the model and start llama.cpp's HTTP server in this process; returns the xllamacpp.Server."""
     import xllamacpp
 
@@ -52,8 +54,8 @@ def start_server(model: Path, host: str, port: int, threads: int, ctx: int, para
     params.cpuparams_batch.n_threads = threads
     params.warmup = False
     params.verbosity = -1
-    if alias:
-        params.model_alias = {alias}
+    if api_key:  # clients then send it as a bearer token (Zhiyin: the openai_api_key setting)
+        params.api_keys = [api_key]
     return xllamacpp.Server(params)
 
 
@@ -65,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ctx", type=int, default=4096, help="context per slot")
     p.add_argument("--parallel", type=int, default=1, help="slots (requests decoded at once)")
+    p.add_argument("--api-key", default=os.environ.get("LLAMA_API_KEY", ""),
+                   help="required bearer token (default: $LLAMA_API_KEY; needed beyond loopback)")
     args = p.parse_args(argv)
     try:
-        server = start_server(gguf_path(args.model), args.host, args.port, args.threads, args.ctx, args.parallel)
+        if not args.api_key and not is_loopback(args.host):
+            raise SystemExit(f"error: refusing to listen on {args.host} without --api-key (or LLAMA_API_KEY).")
+        server = start_server(gguf_path(args.model), args.host, args.port, args.threads, args.ctx, args.parallel,
+                              args.api_key)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
