@@ -21,7 +21,7 @@ from characters import Card, create_character, exists, load_card, safe_id, save_
 from fileio import sha256_file, write_text_atomic
 from knowledge_base import keywords
 from knowledge_base.chunking import chunk_document, detect_language
-from knowledge_base.embedders import get_embedder
+from knowledge_base.embedders import get_embedder, passage_inputs
 from knowledge_base.reading import TEXT_SUFFIXES, ReadError, read_document
 from knowledge_base.store import (
     FORMAT,
@@ -305,7 +305,7 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     missing = [c for c in all_chunks if c["id"] not in have]
     cache = _cache(version.parent, dense, emb.dim)
     try:
-        vectors = embed_with_cache([c["text"] for c in missing], emb.embed, cache, emb.batch,
+        vectors = embed_with_cache(passage_inputs(emb, missing), emb.embed, cache, emb.batch,
                                    lambda d, t: progress("embed", d, t))
     finally:
         cache.close()
@@ -391,7 +391,7 @@ def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progres
         chunks = read_chunks(version)
         cache = _cache(root, target, emb.dim)
         try:
-            vectors = embed_with_cache([c["text"] for c in chunks], emb.embed, cache, emb.batch,
+            vectors = embed_with_cache(passage_inputs(emb, chunks), emb.embed, cache, emb.batch,
                                        lambda d, t: report("embed", d, t))
         finally:
             cache.close()
