@@ -299,6 +299,7 @@ def knowledge_page(card: Card) -> None:
         except Exception as exc:
             st.error(errors.message(exc, "rebuilding the knowledge store"))
 
+    knowledge.card_import_section(card, flash)
     st.subheader("Create a new character")
     with st.form("new_character", clear_on_submit=False):
         name = st.text_input("Name", placeholder="e.g. 薛宝钗 or Jane Bennet")

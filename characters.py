@@ -1,24 +1,36 @@
 """Character cards: who a character is, where her texts live, how she looks and sounds.
 
-A character is a folder ``knowledge/<id>/`` holding ``card.yaml`` and ``texts/``.
+A character is a folder ``knowledge/<id>/`` holding ``card.yaml`` and ``texts/`` (and, for one imported
+from a community character card, ``lorebook.json``, ``card_source.json``, ``avatar.png``: see cards/).
 Characters are looked up under ``$ZHIYIN_HOME/knowledge`` first, then among the
 ones bundled with the repository; a bundled character is copied into the home
 folder the first time something is written to it, so the repository stays clean.
+
+CLI: ``python characters.py list|import PATH [--id ID]|export ID --out FILE.png|.json|.charx [--json]``.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import re
 import shutil
+import sys
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from settings import BUNDLED, paths
 
 CARD_FILE = "card.yaml"
 TEXTS_DIR = "texts"
+LOREBOOK_FILE = "lorebook.json"  # the card's character_book, kept as the spec has it
+SOURCE_FILE = "card_source.json"  # the imported card's JSON, so its unknown fields survive an export
+log = logging.getLogger("zhiyin.characters")
 _ID_OK = re.compile(r"^[\w][\w-]{0,63}$", re.UNICODE)
 
 
@@ -44,6 +56,16 @@ class Card:
     example_dialogue: list[dict[str, str]] = field(default_factory=list)  # [{"user": ..., "reply": ...}]
     voice: dict[str, str] = field(default_factory=dict)  # engine name -> voice name
     avatar: str = ""  # file under avatars/ (or a path relative to the character folder)
+    # From community character cards (cards/); empty for a character made here.
+    scenario: str = ""  # the circumstances of the conversation, in every prompt
+    greetings: list[str] = field(default_factory=list)  # alternate greetings, offered besides ``greeting``
+    system_prompt: str = ""  # replaces the mode's rules in role-play; {{original}} stands for them
+    post_history_instructions: str = ""  # replaces the reminder after the question; {{original}} likewise
+    creator_notes: str = ""  # for the reader of the card, never for the model
+    tags: list[str] = field(default_factory=list)
+    extensions: dict[str, Any] = field(default_factory=dict)  # the card's extensions, kept verbatim
+    # Validation when read from YAML (see load_card): a number where a text is expected is fine.
+    __pydantic_config__ = ConfigDict(coerce_numbers_to_str=True)
 
     @property
     def lang(self) -> str:
@@ -105,6 +127,46 @@ def exists(character_id: str) -> bool:
     return (character_dir(character_id) / CARD_FILE).is_file()
 
 
+_VALIDATE = TypeAdapter(Card)
+_SHAPES = {  # what a field must look like, for the sentence that names it
+    "aliases": "a list of names, e.g. `aliases: [黛玉, 林姑娘]`",
+    "greetings": "a list of texts, e.g. `greetings: [Hello!, Good day.]`",
+    "tags": "a list of words, e.g. `tags: [novel, classic]`",
+    "example_dialogue": "a list of exchanges, each `- user: …` with `reply: …` under it",
+    "voice": "a mapping from engine to voice, e.g. `voice: {edge: zh-CN-XiaoyiNeural}`",
+    "extensions": "a mapping",
+}
+
+
+def validate_card(data: Any, path: Path, character_id: str) -> Card:
+    """A Card from a card.yaml's parsed content, or CharacterError naming the file and the bad field.
+
+    A bad card never becomes a wrong one: `aliases: 黛玉` (a text, not a list) would otherwise be split
+    into single characters.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__}"
+        raise CharacterError(f"The card {path} is {kind}, not a mapping of fields (`name: …`, `persona: …`); "
+                             "fix the file. The other characters still work.")
+    known = set(Card.__dataclass_fields__)
+    # An empty `greeting:` is null in YAML: the field's default, not an error.
+    data = {str(k): v for k, v in data.items() if str(k) in known and v is not None}
+    data["id"] = character_id
+    if data.get("name") in (None, ""):
+        data["name"] = character_id
+    try:
+        return _VALIDATE.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        top = str(err["loc"][0]) if err["loc"] else where
+        shape = _SHAPES.get(top, "a text")
+        raise CharacterError(f"The card {path} has a bad '{where}': it must be {shape} "
+                             f"({err['msg'].lower()}); fix the file. The other characters still work.") from exc
+
+
 def load_card(character_id: str) -> Card:
     """Read a character's card; a missing or broken card raises CharacterError with the fix."""
     folder = character_dir(character_id)
@@ -115,14 +177,10 @@ def load_card(character_id: str) -> Card:
             f"`python gen_chroma.py build {character_id} PATH/TO/BOOK.txt --name NAME`."
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CharacterError(f"The card {path} is not valid YAML ({exc}); fix or delete it.") from exc
-    known = set(Card.__dataclass_fields__)
-    data = {k: v for k, v in data.items() if k in known}
-    data["id"] = folder.name
-    data.setdefault("name", folder.name)
-    return Card(**data)
+    return validate_card(data, path, folder.name)
 
 
 def save_card(card: Card) -> Path:
@@ -146,23 +204,52 @@ def create_character(character_id: str, name: str | None = None, language: str =
     return card
 
 
-def list_characters() -> list[Card]:
-    """Every character with a card, home ones shadowing bundled ones of the same id."""
+def _scan() -> tuple[list[Card], list[str]]:
     seen: dict[str, Card] = {}
+    problems: dict[str, str] = {}
     for root in (paths().knowledge, BUNDLED.knowledge):
         if not root.is_dir():
             continue
         for folder in sorted(root.iterdir()):
-            if folder.name not in seen and (folder / CARD_FILE).is_file():
-                try:
-                    seen[folder.name] = load_card(folder.name)
-                except CharacterError:
-                    continue  # a broken card must not hide the others
-    return list(seen.values())
+            name = folder.name
+            if name in seen or name in problems or name.startswith(".") or not (folder / CARD_FILE).is_file():
+                continue
+            try:
+                seen[name] = load_card(name)
+            except CharacterError as exc:  # a broken card must not hide the others
+                problems[name] = str(exc)
+    return list(seen.values()), list(problems.values())
+
+
+def list_characters() -> list[Card]:
+    """Every character with a valid card, home ones shadowing bundled ones of the same id."""
+    cards, problems = _scan()
+    for problem in problems:
+        log.warning(problem)
+    return cards
+
+
+def card_problems() -> list[str]:
+    """A sentence for each character whose card cannot be read (naming the file and the field)."""
+    return _scan()[1]
 
 
 def texts_dir(character_id: str) -> Path:
     return character_dir(character_id) / TEXTS_DIR
+
+
+def load_lorebook(character_id: str) -> dict | None:
+    """The character's lorebook (a card's ``character_book``), or None when she has none."""
+    path = character_dir(character_id) / LOREBOOK_FILE
+    if not path.is_file():
+        return None
+    try:
+        book = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CharacterError(f"The lorebook {path} is not valid JSON ({exc}); fix or delete it.") from exc
+    if not isinstance(book, dict):
+        raise CharacterError(f"The lorebook {path} is not a lorebook object; fix or delete it.")
+    return book
 
 
 def avatar_path(card: Card) -> Path | None:
@@ -174,3 +261,48 @@ def avatar_path(card: Card) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``list``, ``import`` a community character card, ``export`` a character as one."""
+    p = argparse.ArgumentParser(prog="characters.py", description="Zhiyin's characters and character cards.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="every character, and the cards that cannot be read")
+    imp = sub.add_parser("import", help="a character card (.png, .json, .charx; V1, V2 or V3) as a new character")
+    imp.add_argument("path")
+    imp.add_argument("--id", help="the new character's id (default: from the card's name)")
+    exp = sub.add_parser("export", help="a character as a V3 card (a PNG also carries the V2 backfill)")
+    exp.add_argument("id")
+    exp.add_argument("--out", required=True, help="FILE.png, FILE.json or FILE.charx")
+    for sp in (ls, imp, exp):
+        sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "list":
+            cards, problems = _scan()
+            result: dict[str, Any] = {"characters": [{"id": c.id, "name": c.name, "language": c.language}
+                                                     for c in cards], "problems": problems}
+            lines = [f"{c.id}\t{c.name}" for c in cards] + [f"cannot read: {x}" for x in problems]
+        elif args.command == "import":
+            from cards.transfer import import_path
+
+            report = import_path(args.path, args.id)
+            result, lines = report.to_dict(), report.lines()
+        else:
+            from cards.transfer import export_card
+
+            report = export_card(args.id, Path(args.out))
+            result, lines = report.to_dict(), report.lines()
+    except CharacterError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False, indent=1) if args.json else "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not __main__'s: cards/ raises the `characters` module's CharacterError.
+    from characters import main as _main
+
+    sys.exit(_main())

@@ -18,10 +18,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from characters import CharacterError
-from knowledge_base.builder import BuildReport, build, upgrade, upgrade_status
+from characters import CharacterError, safe_id
+from knowledge_base.builder import BuildReport, build
 from knowledge_base.reading import ReadError
 from knowledge_base.store import KnowledgeStore, StoreError, store_root
+from knowledge_base.upgrade import claim as claim_upgrade
+from knowledge_base.upgrade import forget_pid, record_pid, upgrade, upgrade_status
+from knowledge_base.upgrade import running as running_upgrade
 
 STAGES = {"read": "reading", "embed": "embedding", "store": "storing", "keywords": "indexing"}
 
@@ -52,14 +55,32 @@ class TqdmProgress:
 
 
 def start_background_upgrade(character_id: str) -> int:
-    """Launch `gen_chroma.py upgrade` detached, logging to the store folder; returns its pid."""
-    root = store_root(character_id)
-    with open(root / "upgrade.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "upgrade", character_id, "--quiet"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
-        )
+    """Launch `gen_chroma.py upgrade` detached, logging to the store folder; returns its pid.
+
+    One per character: when an upgrade of this character is already running (in any process,
+    started from any page), its pid is returned and nothing new starts (knowledge_base/upgrade.py).
+    """
+    cid = safe_id(character_id)
+    fd = claim_upgrade(cid)
+    if fd is None:
+        return running_upgrade(cid) or -1
+    try:
+        with open(store_root(cid) / "upgrade.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            # The child inherits the locked descriptor, so the lock lives exactly as long as the upgrade.
+            proc = subprocess.Popen(
+                [*upgrade_argv(cid), "--lock-fd", str(fd)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
+                pass_fds=(fd,),
+            )
+        record_pid(cid, proc.pid)
+    finally:
+        os.close(fd)
     return proc.pid
+
+
+def upgrade_argv(character_id: str) -> list[str]:
+    """The command a background upgrade runs (``--lock-fd N`` is appended)."""
+    return [sys.executable, str(Path(__file__).resolve()), "upgrade", character_id, "--quiet"]
 
 
 def _summary(report: BuildReport) -> str:
@@ -76,11 +97,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     bar = TqdmProgress(disable=args.quiet)
     try:
         report = build(args.character, args.paths, name=args.name, lang=args.lang, embedder=args.embedder,
-                       rebuild=args.rebuild, progress=bar)
+                       rebuild=args.rebuild, progress=bar, replace=args.replace)
     finally:
         bar.close()
     for skip in report.skipped:
         print(f"skipped {skip['file']}: {skip['reason']}", file=sys.stderr)
+    for r in report.renamed:
+        print(f"{r['file']}: that name was taken by another book; saved as {r['as']} "
+              f"(use --replace to replace the old one)", file=sys.stderr)
+    for r in report.replaced:
+        print(f"{r['file']}: replaced; the old file is kept at {r['kept']}", file=sys.stderr)
     if report.upgrade_pending and not args.no_upgrade:
         pid = start_background_upgrade(report.character)
         print(f"Searchable now. A better index (e5) is being built in the background (pid {pid}); "
@@ -108,25 +134,36 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    out = {"store": KnowledgeStore.open(args.character).stats(), "upgrade": upgrade_status(args.character)}
+    out = {"store": KnowledgeStore.open(args.character).stats(),
+           "upgrade": upgrade_status(args.character) | {"running_pid": running_upgrade(args.character)}}
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
     else:
         s, u = out["store"], out["upgrade"]
         print(f"{s['character']}: {s['files']} files, {s['chunks']} chunks, searching with {s['embedder']} "
               f"({s['dim']}-d, collection {s['collection']}), built {s['built']}")
-        if u:
+        if u.get("target"):
             print(f"upgrade to {u.get('target')}: {u.get('stage')} {u.get('done')}/{u.get('total')}"
-                  + (f", about {u['eta_s']:.0f} s left" if u.get("eta_s") else ""))
+                  + (f", about {u['eta_s']:.0f} s left" if u.get("eta_s") else "")
+                  + (f" (running, pid {u['running_pid']})" if u.get("running_pid") else ""))
     return 0
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
+    cid = safe_id(args.character)
+    if args.lock_fd is None:  # run by hand: take the lock, or leave the running upgrade alone
+        fd = claim_upgrade(cid)
+        if fd is None:
+            print(f"error: an upgrade of '{cid}' is already running (pid {running_upgrade(cid)}); "
+                  f"see `python gen_chroma.py status {cid}`.", file=sys.stderr)
+            return 2
+        record_pid(cid, os.getpid())
     bar = TqdmProgress(disable=args.quiet)
     try:
-        swapped = upgrade(args.character, progress=bar)
+        swapped = upgrade(cid, progress=bar)
     finally:
         bar.close()
+        forget_pid(cid)
     print("upgraded" if swapped else "not upgraded: the store kept changing; run it again")
     return 0
 
@@ -142,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--embedder", help="use, e5, st:<folder> or auto (default: settings, auto)")
     b.add_argument("--rebuild", action="store_true", help="re-embed everything from scratch")
     b.add_argument("--no-upgrade", action="store_true", help="don't start the background e5 upgrade")
+    b.add_argument("--replace", action="store_true",
+                   help="a book whose file name is taken replaces the old one (kept in texts/.replaced/)")
     s = sub.add_parser("search", help="search a character's store")
     s.add_argument("character")
     s.add_argument("queries", nargs="+")
@@ -151,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("character")
     u = sub.add_parser("upgrade", help="embed with e5 and swap the index (what build starts in the background)")
     u.add_argument("character")
+    u.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the upgrade lock, inherited from the launcher
     for sp in (b, s, st, u):
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")

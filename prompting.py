@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from cards.spec import with_original
 from characters import Card, character_dir
 from knowledge_base.store import Hit
 from registry import Registry
@@ -52,6 +53,9 @@ class Budget:
     # Over budget, drop the oldest turns down to this share at once, so the following turns append
     # to an unchanged prefix instead of shifting it every turn (1.0 = a sliding window).
     history_keep: float = 0.5
+    # World info from a card's lorebook (cards/worldinfo.py), all entries of a turn together: the head's
+    # constants plus what this turn's words fire. A card's own token_budget may only lower it.
+    lore: int = 200
 
 
 def trim_passage(text: str, matched: list[str], budget: int) -> str:
@@ -119,6 +123,12 @@ class Mode:
     excerpts: bool = False  # send the sentences that bear on the question, not whole passages
     ask_first: bool = False  # state the question before the passages too
     k: int = 4  # passages retrieved per turn
+    # A first turn's passages are evaluated while the reader waits (her head is restored from a saved
+    # state, llm/prompt_state.py): at ~90 tokens/s on 2 cores this caps the wait for her first word.
+    first_passages: int = 700
+    # A card's system_prompt / post_history_instructions replace the rules / reminder (V2, {{original}}
+    # standing for ours): role-play is the chat cards are written for; reader mode keeps its citing rules.
+    card_prompts: bool = False
 
     def text(self, texts: dict[str, Any], key: str, name: str) -> str:
         """One of this mode's texts ('' when the language has none), with her name filled in."""
@@ -129,9 +139,10 @@ MODES: Registry[Mode] = Registry("mode")
 # Reader: excerpts of ten passages put the answer in the prompt for 18 of 20 questions (whole: 12);
 # the question first and a someone-else reminder lifted accuracy to 0.65-0.70 (docs/ragchat.md).
 _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
-               temperature_setting="reader_temperature")
-# Role-play keeps four whole passages: a conversation needs the scene more than one fact.
-_ROLEPLAY = Mode("roleplay", cite=False)
+               temperature_setting="reader_temperature", first_passages=600)
+# Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact,
+# and her first word should come within ~4 s.
+_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=260)
 for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
 
@@ -151,23 +162,31 @@ def dialogue_block(card: Card, texts: dict[str, Any], budget: int) -> str:
     return lab["dialogue"] + "\n" + "\n\n".join(shown) if shown else ""
 
 
-def system_prompt(card: Card, mode: Mode, budget: Budget) -> str:
-    """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules."""
+def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] | None = None) -> str:
+    """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules.
+
+    ``world``: the lorebook's stable entries by place (cards.worldinfo.WorldInfo.head), kept within
+    Budget.lore and never cut here."""
     texts = texts_for(card)
     rules = mode.text(texts, "rules", card.name)
+    if mode.card_prompts:
+        rules = with_original(card.system_prompt, rules)
+    world = world or {}
     room = budget.card - count_tokens(rules) - 2
     # The exchanges never take more than half of what the rules leave: the persona comes first.
     dialogue = dialogue_block(card, texts, min(budget.dialogue, room // 2)) if mode.examples else ""
-    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip()) if p)
+    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip(), card.scenario.strip()) if p)
     room -= count_tokens(dialogue) + 2 if dialogue else 0
     while head and count_tokens(head) > room:  # an over-long card is cut, never the rules at its end
         head = head[: int(len(head) * 0.9)]
-    return "\n\n".join(p for p in (head, dialogue, rules) if p)
+    lore_after = "\n\n".join(world[p] for p in ("after_desc", "personality", "scenario") if world.get(p))
+    return "\n\n".join(p for p in (world.get("before_desc", ""), head, lore_after, dialogue, rules) if p)
 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],
-                prefill: str, follow_up: bool) -> str:
-    """This turn's own message: (question,) passages, her lines, the question and a reminder."""
+                prefill: str, follow_up: bool, lore_before: str = "", lore_after: str = "") -> str:
+    """This turn's own message: (world info,) (question,) passages, her lines, the question (, the world
+    info placed right after it: ``@@depth 0``) and a reminder (a card's post_history_instructions)."""
     texts = texts_for(card)
     lab = texts["labels"]
     ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
@@ -184,8 +203,11 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     if lines:
         parts.append(lab["examples"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in lines))
     reminder = mode.text(texts, "prefill_reminder" if prefill else "reminder", card.name)
-    parts.append(ask + ("\n" + reminder if reminder else ""))
-    return "\n\n".join(parts)
+    if mode.card_prompts:
+        reminder = with_original(card.post_history_instructions, reminder)
+    parts.append("\n".join(p for p in (ask, lore_after, reminder) if p))
+    # World info opens the turn's own message: what it adds is new this turn anyway (cards/worldinfo.py).
+    return "\n\n".join([lore_before, *parts] if lore_before else parts)
 
 
 def prefill_text(card: Card, mode: Mode) -> str:

@@ -23,7 +23,8 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 import prompting
-from characters import Card, CharacterError, load_card
+from cards.worldinfo import WorldInfo
+from characters import Card, CharacterError, load_card, load_lorebook
 from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
@@ -65,6 +66,8 @@ class Turn:
     prompt: str  # what was actually sent for this turn (passages included), replayed verbatim later
     answer: str
     sources: list[dict] = field(default_factory=list)
+    lore: list[int] = field(default_factory=list)  # lorebook entries written into ``prompt``
+    fired: list[int] = field(default_factory=list)  # lorebook entries that fired (some may be in the head)
 
 
 @dataclass
@@ -79,6 +82,8 @@ class PreparedTurn:
     tokens: dict[str, int]
     warning: str
     retrieve_ms: float
+    lore: list[int] = field(default_factory=list)  # entries written into ``prompt``
+    fired: list[dict] = field(default_factory=list)  # every entry that fired (Fired.to_dict), for the page
 
 
 class Companion:
@@ -103,6 +108,12 @@ class Companion:
         self._llm = llm
         self.retriever = StoreRetriever(character_id=self.card.id, k=k or self.mode.k)
         self._k = k
+        try:  # a card's lorebook (cards/): its entries enter the prompt when the conversation names them
+            book = load_lorebook(self.card.id) if self.card.id else None
+        except CharacterError as exc:
+            raise ChatError(str(exc)) from exc
+        self.world = WorldInfo(book, self.budget.lore, count_tokens, self.card.name,
+                               prompting.texts_for(self.card)["labels"]["visitor"], self.card.lang)
         self.history: list[Turn] = []
         self._seen: set[str] = set()  # chunk ids already in the conversation's prompt
         self._first_kept = 0  # index in history of the oldest turn still replayed
@@ -150,7 +161,11 @@ class Companion:
     def prepare_prefix(self) -> bool:
         """Save the model's state for this character's prompt head, so first turns skip it (llama.cpp)."""
         prepare = getattr(self.llm, "prepare_prefix", None)
-        return bool(prepare and prepare(system_prompt(self.card, self.mode, self.budget)))
+        return bool(prepare and prepare(self.system()))
+
+    def system(self) -> str:
+        """The prompt's static head (with her lorebook's stable entries, when she has a lorebook)."""
+        return system_prompt(self.card, self.mode, self.budget, self.world.head())
 
     def greeting(self) -> str:
         return prompting.greeting(self.card)
@@ -158,18 +173,20 @@ class Companion:
     # ---- prompt ---------------------------------------------------------------------------
     def _passages(self, text: str, hits: list[Hit]) -> list[tuple[Hit, str]]:
         """New passages for this turn (ones already in the conversation are not repeated), within budget."""
-        budget = self.budget.followup_passages if self.history else self.budget.passages
+        budget = self.budget.followup_passages if self.history else min(self.budget.passages, self.mode.first_passages)
         fresh = [h for h in hits if h.chunk_id not in self._seen]
         if not fresh:
             return []
         if self.mode.excerpts:
-            picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, self.store.idf, self.lang)
+            store = self.store
+            picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, store.idf, self.lang,
+                                     tokenize=store.tokenize)
             return [(e.hit, e.text) for e in picked]
         return whole_passages(fresh, budget, self.budget.passage, self.lang)
 
     def _own_lines(self, hits: list[Hit]) -> list[str]:
         """A few lines the character herself speaks in the retrieved passages (how she talks about this)."""
-        from finetune.extract import extract_lines  # the same rules that build fine-tuning data
+        from dialogue import extract_lines  # the same rules that build fine-tuning data
 
         lines, used = [], 0
         budget = self.budget.followup_examples if self.history else self.budget.examples
@@ -215,9 +232,11 @@ class Companion:
         passages = self._passages(text, hits)
         lines = self._own_lines(hits) if self.mode.examples else []
         history = self._history_messages()
-        system = system_prompt(self.card, self.mode, self.budget)
+        system = self.system()
         prefill = self._prefill()
-        prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history))
+        world = self._world(text)
+        prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
+                                       world.before, world.after)
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
         tokens = {
             "card": count_tokens(system),
@@ -226,12 +245,23 @@ class Companion:
             "examples": sum(count_tokens(x) for x in lines),
             "question": count_tokens(text),
         }
+        if self.world:  # a character with a lorebook: what this turn's world info costs
+            tokens["lore"] = sum(f.tokens for f in world.fired)
         messages = [SystemMessage(system), *history, HumanMessage(prompt)]
         if prefill:
             messages.append(AIMessage(prefill))
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
                             "" if hits else "no passage matched this question",
-                            round((time.perf_counter() - t0) * 1000, 1))
+                            round((time.perf_counter() - t0) * 1000, 1), world.rendered,
+                            [f.to_dict() for f in world.fired])
+
+    def _world(self, text: str):  # -> cards.worldinfo.TurnInfo
+        """This turn's world info: the recent messages (her greeting first) scanned; entries still in the
+        replayed turns are not written again (call after _history_messages, which settles those turns)."""
+        recent = [self.greeting()] + [m for t in self.history for m in (t.question, t.answer)] + [text]
+        kept = self.history[min(self._first_kept, len(self.history)):]
+        return self.world.turn(recent, 1 + len(self.history), present={i for t in kept for i in t.lore},
+                               fired_before={i for t in self.history for i in t.fired})
 
     def build_messages(self, text: str) -> tuple[list[BaseMessage], str, list[dict], dict[str, int]]:
         """The messages for this turn, its own prompt, its sources and tokens per part (nothing is sent)."""
@@ -256,7 +286,7 @@ class Companion:
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
-        yield Sources(prepared.sources, prepared.warning)
+        yield Sources(prepared.sources, prepared.warning, [f"{f['label']} ({f['reason']})" for f in prepared.fired])
         answer: list[str] = [prepared.prefill] if prepared.prefill else []
         first = None
         ok = False
@@ -297,7 +327,8 @@ class Companion:
         yield Done(full, prepared.sources, timings, prepared.tokens, prepared.warning, model_label(self.llm))
 
     def _record(self, prepared: PreparedTurn, answer: str) -> None:
-        self.history.append(Turn(prepared.question, prepared.prompt, answer, prepared.sources))
+        self.history.append(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,
+                                 [f["index"] for f in prepared.fired]))
         self._seen |= {s["chunk_id"] for s in prepared.sources}
 
     def chat(self, text: str) -> Iterator[str]:

@@ -82,7 +82,6 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
     """Warm search latency and recall of the live store of ``cid``."""
     import numpy as np
 
-    from knowledge_base import keywords
     from knowledge_base.store import KnowledgeStore
 
     t0 = time.perf_counter()
@@ -106,7 +105,7 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
         # Diagnostics: each half of the hybrid search alone (top 5 of its own ranking).
         # (@20 of the active dense index: what a reranker over its top 20 could reach at most.)
         dense_rows = store._dense(item["q"], 20)
-        bm25, coverage = store._keywords.scores(keywords.tokenize(item["q"]))
+        bm25, coverage = store._keywords.scores(store.tokenize(item["q"]))
         bm25_rows = [int(r) for r in np.argsort(-bm25)[:5] if bm25[r] > 0] if coverage else []
         d5 += any(found(store.chunks[r]["text"]) for r in dense_rows[:5])
         d20 += any(found(store.chunks[r]["text"]) for r in dense_rows)

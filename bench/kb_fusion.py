@@ -80,7 +80,7 @@ def main() -> int:
     root = store_root(args.character)
     version = current_version(root)
     chunks = read_chunks(version)
-    keywords.add_words(read_manifest(version).get("names", []))
+    tokenize = keywords.tokenizer_for(read_manifest(version).get("names", []))  # as the store searches
     index = keywords.KeywordIndex.load(version / "bm25")
     mats = {name: cached_vectors(root, name, chunks) for name in args.dense}
     have = np.all([~np.isnan(m[:, 0]) for m in mats.values()], axis=0)
@@ -107,7 +107,7 @@ def main() -> int:
     ranked["bm25"] = {}
     for qs in sets.values():
         for q, _ in qs:
-            scores, cover = index.scores(keywords.tokenize(q))
+            scores, cover = index.scores(tokenize(q))
             order = [sub[int(r)] for r in np.argsort(-scores, kind="stable") if scores[r] > 0 and int(r) in sub]
             ranked["bm25"][q] = order if cover else []
 

@@ -6,21 +6,19 @@ new version folder beside the live one and swaps CURRENT only when it is complet
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from characters import Card, create_character, exists, load_card, safe_id, save_card, texts_dir, writable_dir
-from fileio import sha256_file, write_text_atomic
+from fileio import sha256_file
 from knowledge_base import keywords
-from knowledge_base.chunking import chunk_document, detect_language
+from knowledge_base.chunking import chunk_document
 from knowledge_base.embedders import get_embedder, passage_inputs
 from knowledge_base.reading import TEXT_SUFFIXES, ReadError, read_document
 from knowledge_base.store import (
@@ -34,13 +32,25 @@ from knowledge_base.store import (
     set_current,
     store_root,
 )
-from knowledge_base.vector_cache import VectorCache, embed_with_cache
+from knowledge_base.upgrade import UPGRADE_EMBEDDER, upgrade, upgrade_status  # noqa: F401  (re-exported)
+from knowledge_base.vector_cache import embed_with_cache
+from knowledge_base.versions import (
+    ADD_BATCH,
+    Progress,
+    add_vectors,
+    cleanup,
+    new_version,
+    retire,
+    noop,
+    store_lock,
+    vector_cache,
+    write_json,
+)
+from language import detect_lang
 from settings import load_settings
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 FAST_EMBEDDER = "use"  # what makes a new book searchable quickly
-UPGRADE_EMBEDDER = "e5"  # what the background upgrade moves the index to
-ADD_BATCH = 1000  # Chroma refuses very large single adds
+REPLACED = ".replaced"  # texts/.replaced/ keeps every replaced book (hidden: never read into the store)
 
 
 @dataclass
@@ -52,6 +62,8 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
+    renamed: list[dict] = field(default_factory=list)  # {"file", "as"}: a new book whose name was taken
+    replaced: list[dict] = field(default_factory=list)  # {"file", "kept"}: the old book, kept in texts/.replaced/
     chunks: int = 0
     embedded: int = 0
     seconds: float = 0.0
@@ -62,22 +74,6 @@ class BuildReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _noop(stage: str, done: int, total: int) -> None:
-    pass
-
-
-@contextmanager
-def store_lock(root: Path) -> Iterator[None]:
-    """One writer per character at a time (a second build waits for the first)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def safe_filename(name: str) -> str:
@@ -97,8 +93,12 @@ def _iter_inputs(inputs: list[str | Path]) -> Iterator[Path]:
             yield p
 
 
-def import_files(character_id: str, inputs: list[str | Path], report: BuildReport) -> None:
-    """Copy readable books into the character's texts folder; unreadable ones are skipped with a reason."""
+def import_files(character_id: str, inputs: list[str | Path], report: BuildReport, replace: bool = False) -> None:
+    """Copy readable books into the character's texts folder; unreadable ones are skipped with a reason.
+
+    A different book under a name already taken is saved as "name (2).txt", never over the other
+    one; with ``replace`` it takes the name and the old file is kept in texts/.replaced/.
+    """
     if not inputs:
         return
     dest_dir = writable_dir(character_id) / "texts"
@@ -109,11 +109,34 @@ def import_files(character_id: str, inputs: list[str | Path], report: BuildRepor
             report.skipped.append({"file": str(src), "reason": str(exc)})
             continue
         dest = dest_dir / safe_filename(src.name)
-        if dest.exists() and dest.resolve() == src.resolve():
-            continue
+        if dest.exists() and (dest.resolve() == src.resolve() or sha256_file(dest) == sha256_file(src)):
+            continue  # the same book again
+        if dest.exists() and replace:
+            report.replaced.append({"file": dest.name, "kept": str(_keep_replaced(dest))})
+        elif dest.exists():
+            dest = _free_name(dest)
+            report.renamed.append({"file": src.name, "as": dest.name})
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # a changed book replaces the old one in one step
+        os.replace(tmp, dest)
+
+
+def _free_name(path: Path) -> Path:
+    """``path`` with " (2)", " (3)", ... before its suffix: the first name not yet taken."""
+    n = 2
+    while (candidate := path.with_name(f"{path.stem} ({n}){path.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _keep_replaced(path: Path) -> Path:
+    """Move a book about to be replaced to texts/.replaced/<time>-<name>, where it can be restored from."""
+    kept_dir = path.parent / REPLACED
+    kept_dir.mkdir(exist_ok=True)
+    kept = kept_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+    kept = _free_name(kept) if kept.exists() else kept
+    os.replace(path, kept)
+    return kept
 
 
 def _scan(folder: Path) -> dict[str, Path]:
@@ -122,53 +145,9 @@ def _scan(folder: Path) -> dict[str, Path]:
     return {
         f.relative_to(folder).as_posix(): f
         for f in sorted(folder.rglob("*"))
-        if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES and not f.name.startswith(".")
+        if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)  # .replaced/, .part files
     }
-
-
-def _cache(root: Path, name: str, dim: int) -> VectorCache:
-    return VectorCache(root / "vectors.sqlite", name, dim)
-
-
-def _add_vectors(collection, chunks: list[dict], vectors, progress: Progress) -> None:
-    for i in range(0, len(chunks), ADD_BATCH):
-        part = chunks[i : i + ADD_BATCH]
-        collection.add(
-            ids=[c["id"] for c in part],
-            embeddings=vectors[i : i + ADD_BATCH],
-            documents=[c["text"] for c in part],
-            metadatas=[{"source": c["source"], "chapter": c["chapter"], "index": c["index"]} for c in part],
-        )
-        progress("store", min(i + ADD_BATCH, len(chunks)), len(chunks))
-
-
-def _new_version(root: Path) -> Path:
-    folder = root / f"v-{int(time.time() * 1000)}-{os.getpid()}"
-    folder.mkdir(parents=True)
-    return folder
-
-
-RETIRED = "RETIRED"  # written into a version when another replaces it
-# Another process (the page, the API) may be in the middle of a search on a version that was just
-# replaced; it reopens the live one at its next turn, so a retired version is kept this long.
-RETIRED_GRACE_S = 600
-
-
-def _retire(version: Path | None) -> None:
-    if version is not None and version.is_dir():
-        (version / RETIRED).write_text(str(time.time()), encoding="utf-8")
-
-
-def _cleanup(root: Path, keep: set[str]) -> None:
-    """Drop versions that are neither live nor the previous one (including interrupted builds),
-    except those retired less than RETIRED_GRACE_S ago."""
-    for folder in root.glob("v-*"):
-        if folder.name in keep:
-            continue
-        marker = folder / RETIRED
-        if marker.is_file() and time.time() - marker.stat().st_mtime < RETIRED_GRACE_S:
-            continue
-        remove_version(folder)
 
 
 def build(
@@ -179,16 +158,17 @@ def build(
     embedder: str | None = None,
     rebuild: bool = False,
     progress: Progress | None = None,
+    replace: bool = False,
 ) -> BuildReport:
-    """Add ``inputs`` to a character's texts and bring its store up to date."""
-    progress = progress or _noop
+    """Add ``inputs`` to a character's texts and bring its store up to date (``replace``: see import_files)."""
+    progress = progress or noop
     started = time.monotonic()
     cid = safe_id(character_id)
     report = BuildReport(character=cid)
     card = _ensure_card(cid, name, lang, inputs)
     root = store_root(cid)
     with store_lock(root):
-        import_files(cid, list(inputs or []), report)
+        import_files(cid, list(inputs or []), report, replace=replace)
         files = _scan(texts_dir(cid))
         report.files = len(files)
         if not files:
@@ -217,16 +197,15 @@ def build(
             report.upgrade_pending = _upgrade_wanted(prev_m, wanted)
             report.seconds = round(time.monotonic() - started, 2)
             return report
-        keywords.add_words(card.names)
-        version = _new_version(root)
+        version = new_version(root)
         try:
             _write_version(cid, card, version, prev if reuse else None, files, hashes, dense, report, progress)
         except BaseException:
             remove_version(version)  # nothing half-built is ever left pointing anywhere
             raise
         set_current(root, version)
-        _retire(prev)
-        _cleanup(root, {version.name} | ({prev.name} if prev else set()))
+        retire(prev)
+        cleanup(root, {version.name} | ({prev.name} if prev else set()))
         report.version = version.name
         report.upgrade_pending = _upgrade_wanted(read_manifest(version), wanted)
     report.seconds = round(time.monotonic() - started, 2)
@@ -243,7 +222,7 @@ def _ensure_card(cid: str, name: str | None, lang: str | None, inputs) -> Card:
     if lang is None:  # guess from the first readable input
         for src in _iter_inputs(list(inputs or [])):
             try:
-                lang = detect_language(read_document(src).text)
+                lang = detect_lang(read_document(src).text)
                 break
             except ReadError:
                 continue
@@ -259,8 +238,9 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     """Fill a fresh version folder: chunks, dense collection(s), keyword index, manifest."""
     keep = set(report.unchanged)
     old_chunks = [c for c in read_chunks(prev) if c["source"] in keep] if prev else []
-    old_tokens = _read_tokens(prev) if prev else {}
     prev_m = read_manifest(prev) if prev else {"dense": {}, "files": {}}
+    # Tokens depend on the names in the store's dictionary: reuse them only while the names are the same.
+    old_tokens = _read_tokens(prev) if prev and prev_m.get("names") == card.names else {}
     if prev:
         shutil.copytree(prev / "chroma", version / "chroma")
     client = chroma_client(version / "chroma")
@@ -303,22 +283,23 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     )
     have = set(col.get(include=[])["ids"]) if dense in prev_m["dense"] else set()
     missing = [c for c in all_chunks if c["id"] not in have]
-    cache = _cache(version.parent, dense, emb.dim)
+    cache = vector_cache(version.parent, dense, emb.dim)
     try:
         vectors = embed_with_cache(passage_inputs(emb, missing), emb.embed, cache, emb.batch,
                                    lambda d, t: progress("embed", d, t))
     finally:
         cache.close()
     report.embedded = len(missing)
-    _add_vectors(col, missing, vectors, progress)
+    add_vectors(col, missing, vectors, progress)
     indexes[dense] = {"collection": cname, "dim": emb.dim, "complete": True}
 
-    # Keyword index over every chunk (tokens of unchanged chunks are reused).
+    # Keyword index over every chunk (tokens of unchanged chunks are reused), with the store's own names.
+    tokenize = keywords.tokenizer_for(card.names)
     tokens = []
     for n, c in enumerate(all_chunks):
         if n % 500 == 0:
             progress("keywords", n, len(all_chunks))
-        tokens.append(old_tokens.get(c["id"]) or keywords.tokenize(c["text"]))
+        tokens.append(old_tokens.get(c["id"]) or tokenize(c["text"]))
     progress("keywords", len(all_chunks), len(all_chunks))
     (version / "bm25").mkdir()
     keywords.KeywordIndex.build(tokens).save(version / "bm25")
@@ -337,7 +318,7 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
         "dense": indexes, "active": active, "files": file_info, "chunks": len(all_chunks),
         "created": time.time(),
     }
-    _write_json(version / "manifest.json", manifest)
+    write_json(version / "manifest.json", manifest)
     report.chunks = len(all_chunks)
 
 
@@ -347,85 +328,3 @@ def _read_tokens(version: Path) -> dict[str, list[str]]:
         return {}
     with path.open(encoding="utf-8") as fh:
         return {r["id"]: r["t"] for r in map(json.loads, fh) if r}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
-
-
-# ---- background upgrade ---------------------------------------------------------------------
-def upgrade_status(character_id: str) -> dict:
-    """Progress of the background index upgrade ({} when none ran)."""
-    path = store_root(safe_id(character_id)) / "upgrade.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progress | None = None) -> bool:
-    """Embed every chunk with the better embedder, then swap in a version that searches with it.
-
-    Embedding runs without the build lock (vectors go to the shared cache batch by batch),
-    so a user's build is never blocked for minutes; only the final swap takes the lock and
-    uses whatever version is live at that moment. Returns True when the swap happened.
-    """
-    progress = progress or _noop
-    cid = safe_id(character_id)
-    root = store_root(cid)
-    status_path = root / "upgrade.json"
-    started = time.time()
-
-    def report(stage: str, done: int, total: int) -> None:
-        progress(stage, done, total)
-        rate = done / max(time.time() - started, 1e-6)
-        _write_json(status_path, {"target": target, "stage": stage, "done": done, "total": total,
-                                  "started": started, "updated": time.time(), "pid": os.getpid(),
-                                  "eta_s": round((total - done) / rate, 1) if rate > 0 and done else None})
-
-    emb = get_embedder(target)
-    for _attempt in range(3):  # a build may land meanwhile: embed what it added, then swap
-        version = current_version(root)
-        if version is None:
-            raise FileNotFoundError(f"'{cid}' has no store to upgrade; build it first.")
-        chunks = read_chunks(version)
-        cache = _cache(root, target, emb.dim)
-        try:
-            vectors = embed_with_cache(passage_inputs(emb, chunks), emb.embed, cache, emb.batch,
-                                       lambda d, t: report("embed", d, t))
-        finally:
-            cache.close()
-        with store_lock(root):
-            if current_version(root) != version:
-                continue
-            manifest = read_manifest(version)
-            new = _new_version(root)
-            try:
-                shutil.copytree(version / "chroma", new / "chroma")
-                for f in ("chunks.jsonl", "tokens.jsonl"):
-                    shutil.copyfile(version / f, new / f)
-                shutil.copytree(version / "bm25", new / "bm25")
-                client = chroma_client(new / "chroma")
-                cname = collection_name(cid, target)
-                try:
-                    client.delete_collection(cname)
-                except Exception:  # not there yet: nothing to replace
-                    pass
-                col = client.create_collection(
-                    cname, embedding_function=None,
-                    metadata={"embedder": target, "dim": emb.dim, "character": cid, "hnsw:space": "cosine"},
-                )
-                _add_vectors(col, chunks, vectors, lambda s, d, t: report("store", d, t))
-                manifest["dense"][target] = {"collection": cname, "dim": emb.dim, "complete": True}
-                manifest["active"] = target
-                manifest["created"] = time.time()
-                _write_json(new / "manifest.json", manifest)
-            except BaseException:
-                remove_version(new)
-                raise
-            set_current(root, new)
-            _retire(version)
-            _cleanup(root, {new.name, version.name})
-            report("done", len(chunks), len(chunks))
-            return True
-    return False

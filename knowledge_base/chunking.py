@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from knowledge_base.reading import Document
+from language import detect_lang
+from sentences import split_sentences
 
 SIZES = {"zh": (300, 60), "en": (900, 150)}  # language -> (target chars, overlap chars)
-# A sentence ends at 。！？…; or .!? followed by space — keeping a closing quote with it.
-_SENT_RE = re.compile(r"[^。！？!?…]*(?:[。！？!?]+|…+|$)[”’」』\"']?\s*|.+", re.S)
 
 
 @dataclass
@@ -28,13 +28,6 @@ class Chunk:
     chapter: str
     start: int  # offset in the document text
     index: int  # position within its source
-
-
-def detect_language(text: str) -> str:
-    """'zh' when CJK characters dominate the sample, else 'en'."""
-    sample = text[:20000]
-    cjk = sum(1 for c in sample if "\u4e00" <= c <= "\u9fff")
-    return "zh" if cjk > len(sample) * 0.2 else "en"
 
 
 def _paragraphs(text: str, lang: str) -> Iterator[tuple[int, str]]:
@@ -50,7 +43,8 @@ def _paragraphs(text: str, lang: str) -> Iterator[tuple[int, str]]:
 
 
 def _sentences(para: str) -> list[str]:
-    return [s for s in _SENT_RE.findall(para) if s.strip()]
+    # The app's one splitter, with the spacing kept so that the pieces rebuild the paragraph.
+    return [s for s in split_sentences(para, keep_space=True) if s.strip()]
 
 
 def _pieces(para: str, target: int) -> list[str]:
@@ -93,7 +87,7 @@ def _tail(text: str, overlap: int) -> str:
 
 def chunk_document(doc: Document, source: str, lang: str | None = None) -> list[Chunk]:
     """Cut a document into chunks with chapter metadata and stable, content-derived ids."""
-    lang = lang or detect_language(doc.text)
+    lang = lang or detect_lang(doc.text)
     target, overlap = SIZES.get(lang, SIZES["en"])
     joiner = "" if lang == "zh" else " "
     chunks: list[Chunk] = []

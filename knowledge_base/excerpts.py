@@ -1,15 +1,10 @@
 """The sentences of the retrieved passages that bear on a question, within a token budget.
 
-Why: an answer is usually one sentence of a ~300-character passage. Sent whole and trimmed
-around the first matching word, only two or three passages fitted the reader's 700 tokens and
-the answer reached the prompt for 12 of our 20 reader questions. Choosing sentences from the
-top 10 passages instead put it there for 18 (bench/chat_bench.py's ``reader_answer_in_prompt``);
-bench/excerpt_bench.py compares the two on the retrieval question sets.
-
-Each sentence is scored by the question words it holds (weighted by how rare they are in the
-book) plus its USE similarity to the question, with a small bonus for higher-ranked passages.
-USE embeds the ~100 sentences of ten passages in about 0.1 s on 2 cores (bench/excerpt_bench.py);
-e5 took over 1 s and chose no better.
+Why: an answer is usually one sentence of a ~300-character passage; sending the best sentences of
+the top 10 passages gets it into the reader's 700 tokens far more often than two or three whole
+passages do. Each sentence is scored by the rare question words it holds plus its USE similarity
+to the question, with a small bonus for higher-ranked passages. Measurements: docs/ragchat.md
+("Reader accuracy, session 3") and bench/excerpt_bench.py.
 """
 from __future__ import annotations
 
@@ -63,6 +58,7 @@ def select(
     count: Callable[[str], int],
     idf: Callable[[str], float],
     lang: str,
+    tokenize: Callable[[str], list[str]] = keywords.tokenize,
 ) -> list[Excerpt]:
     """The best sentences of ``hits`` (best first) for ``question``: at most ``budget`` tokens in
     all and ``per_passage`` from one passage, returned in the hits' order."""
@@ -75,7 +71,7 @@ def select(
         rows += [(rank, i, s) for i, s in enumerate(sents)]
     if not rows:
         return []
-    words = set(keywords.tokenize(question))
+    words = set(tokenize(question))  # pass the store's own (store.tokenize) to keep its names whole
     total = sum(idf(w) for w in words) or 1.0
     bonus = [1 + RANK_BONUS / (1 + rank) for rank, _, _ in rows]
     shares = [sum(idf(w) for w in words if w in sent.lower()) / total for _, _, sent in rows]

@@ -9,6 +9,7 @@ import codecs
 import html
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,13 +166,34 @@ def find_chapters(text: str) -> list[Chapter]:
     return found
 
 
-def _epub_text(path: Path) -> bytes:
-    """The XHTML chapters of an EPUB (a zip), in archive order, as UTF-8 bytes."""
+def _epub_text(path: Path, max_bytes: int) -> bytes:
+    """The XHTML chapters of an EPUB (a zip), in archive order, as UTF-8 bytes.
+
+    A zip can inflate a thousandfold: the chapters' uncompressed total is capped at ``max_bytes``,
+    first by what the archive declares, then by what is really read, 1 MB at a time, so a small
+    "zip bomb" is refused in bounded memory instead of being inflated whole.
+    """
+    limit_mb = max_bytes // 2**20
+    too_big = (f"{path.name} inflates to more than {limit_mb} MB of text (a compressed 'zip bomb' or a "
+               f"huge book); split the book into parts, or save it as plain text (.txt).")
+    parts: list[str] = []
+    total = 0
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.lower().endswith((".xhtml", ".html", ".htm"))]
-            parts = [zf.read(n).decode("utf-8", errors="replace") for n in sorted(names)]
-    except zipfile.BadZipFile as exc:
+            infos = sorted((i for i in zf.infolist() if i.filename.lower().endswith((".xhtml", ".html", ".htm"))),
+                           key=lambda i: i.filename)
+            if sum(i.file_size for i in infos) > max_bytes:
+                raise ReadError(too_big)
+            for info in infos:
+                chunks: list[bytes] = []
+                with zf.open(info) as fh:
+                    while block := fh.read(1 << 20):
+                        total += len(block)
+                        if total > max_bytes:  # the declared sizes lied
+                            raise ReadError(too_big)
+                        chunks.append(block)
+                parts.append(b"".join(chunks).decode("utf-8", errors="replace"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
         raise ReadError(f"{path.name} is not a valid EPUB file ({exc}).") from exc
     body = "\n".join(re.sub(r"<[^>]+>", "\n", re.sub(r"(?s)<head.*?</head>", "", p)) for p in parts)
     return body.encode("utf-8")
@@ -190,7 +212,7 @@ def read_document(path: str | Path, max_bytes: int = 200 * 1024 * 1024) -> Docum
         raise ReadError(f"{p.name} is empty; nothing to add.")
     if size > max_bytes:
         raise ReadError(f"{p.name} is {size // 2**20} MB, over the {max_bytes // 2**20} MB limit; split it into parts.")
-    raw = _epub_text(p) if suffix == ".epub" else p.read_bytes()
+    raw = _epub_text(p, max_bytes) if suffix == ".epub" else p.read_bytes()
     if _looks_binary(raw):
         raise ReadError(f"{p.name} looks like a binary file, not text; skipped. Save the book as plain text (.txt).")
     text, encoding = decode(raw)

@@ -169,7 +169,7 @@ class KnowledgeStore:
             DenseIndex(name, self._read_vectors(self._open_collection(client, i["collection"])), SECOND_OPINION)
             for name, i in indexes.items() if name != active and i.get("complete")
         ]
-        keywords.add_words(self.manifest.get("names", []))
+        self.tokenize = keywords.tokenizer_for(self.manifest.get("names", []))  # this store's own jieba state
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
         self._idf: dict[str, float] = {}
         self._lowered: list[str] | None = None
@@ -237,7 +237,7 @@ class KnowledgeStore:
         query = query.strip()
         if not query:
             return []
-        q_tokens = keywords.tokenize(query)
+        q_tokens = self.tokenize(query)
         bm25, coverage = self._keywords.scores(q_tokens)
         fused: dict[int, float] = {}
         for index in self._dense_indexes:

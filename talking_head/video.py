@@ -1,4 +1,4 @@
-"""Audio in, MP4 out: decoding speech, encoding H.264 + AAC at 25 fps with a packaged ffmpeg."""
+"""Audio in, MP4 out: decoding speech, encoding H.264 + AAC at 25 fps with ffmpeg (ffmpeg_tools.py finds it)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+import ffmpeg_tools
+from ffmpeg_tools import file_arg
+
 FPS = 25
 
 
@@ -21,16 +24,11 @@ class MediaError(RuntimeError):
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped by imageio-ffmpeg, else one on PATH."""
+    """The ffmpeg binary (ffmpeg_tools.ffmpeg_exe: the system one first), or MediaError naming the install."""
     try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        found = shutil.which("ffmpeg")
-        if not found:
-            raise MediaError("ffmpeg is missing: pip install imageio-ffmpeg (or apt-get install ffmpeg).") from None
-        return found
+        return ffmpeg_tools.ffmpeg_exe()
+    except ffmpeg_tools.FfmpegMissing as exc:
+        raise MediaError(str(exc)) from None
 
 
 def load_audio(audio: Path | str | tuple[np.ndarray, int]) -> tuple[np.ndarray, int]:
@@ -47,7 +45,7 @@ def load_audio(audio: Path | str | tuple[np.ndarray, int]) -> tuple[np.ndarray, 
     except (sf.LibsndfileError, RuntimeError, TypeError):
         pass  # not a format libsndfile knows (mp3 on old builds, m4a, ...): let ffmpeg decode it
     proc = subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", "24000", "-f", "f32le", "-"],
+        [ffmpeg_exe(), "-v", "error", "-i", file_arg(path), "-ac", "1", "-ar", "24000", "-f", "f32le", "-"],
         capture_output=True,
     )
     if proc.returncode != 0 or not proc.stdout:
@@ -67,7 +65,7 @@ def write_video(frames: Iterable[np.ndarray], size: tuple[int, int], samples: np
         wav = Path(tmp) / "speech.wav"
         sf.write(str(wav), samples, sr, subtype="PCM_16")
         cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-               "-r", str(fps), "-i", "-", "-i", str(wav)]
+               "-r", str(fps), "-i", "-", "-i", file_arg(wav)]
         maps = ["-map", "0:v", "-map", "1:a"]
         vf: list[str] = []
         codecs = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
@@ -79,11 +77,11 @@ def write_video(frames: Iterable[np.ndarray], size: tuple[int, int], samples: np
                 # run in tmp so the filter argument is a bare file name (no ':' or quotes to escape)
                 vf = ["-vf", f"subtitles={local.name}:force_style='FontSize=18,Outline=1'"]
             else:
-                cmd += ["-i", str(local)]
+                cmd += ["-i", file_arg(local)]
                 maps += ["-map", "2:s"]
                 codecs += ["-c:s", "mov_text"]
         tmp_out = Path(tmp) / "out.mp4"
-        cmd += maps + vf + codecs + ["-movflags", "+faststart", str(tmp_out)]
+        cmd += maps + vf + codecs + ["-movflags", "+faststart", file_arg(tmp_out)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
         assert proc.stdin is not None
         try:
@@ -117,9 +115,9 @@ class Probe:
 
 def probe(path: Path) -> Probe:
     """Streams and durations of a media file (ffprobe if installed, else parsing ``ffmpeg -i``)."""
-    ffprobe = shutil.which("ffprobe")
+    ffprobe = ffmpeg_tools.ffprobe_exe()
     if ffprobe:
-        res = subprocess.run([ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        res = subprocess.run([ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json", file_arg(path)],
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise MediaError(f"Cannot probe {path}: {res.stderr.strip()}")
@@ -137,7 +135,7 @@ def probe(path: Path) -> Probe:
             int(v["width"]) if v else None, int(v["height"]) if v else None, rate,
             v["codec_name"] if v else None, a["codec_name"] if a else None, s["codec_name"] if s else None,
         )
-    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", file_arg(path)], capture_output=True, text=True)
     text = res.stderr
     dur = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
     total = int(dur[1]) * 3600 + int(dur[2]) * 60 + float(dur[3]) if dur else 0.0
@@ -151,7 +149,7 @@ def probe(path: Path) -> Probe:
 
 def read_frames(path: Path, size: int) -> np.ndarray:
     """Decode an MP4 to (n, size, size, 3) RGB uint8 (for tests and measurements)."""
-    res = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+    res = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", file_arg(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                          capture_output=True)
     if res.returncode != 0:
         raise MediaError(f"Cannot decode {path}: {res.stderr.decode(errors='replace')[-200:]}")

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_knowledge_base import EN_CHAPTERS, ZH_TEXT, write
 
 from knowledge_base.builder import build
 from knowledge_base.store import KnowledgeStore, current_version, read_manifest, store_root
 from settings import paths
+from tests.kb_books import EN_CHAPTERS, ZH_TEXT, write
 
 REPO = Path(__file__).resolve().parent.parent
 

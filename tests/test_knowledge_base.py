@@ -1,12 +1,9 @@
-"""The knowledge base: reading any encoding, chunking, the store contract, incremental builds,
-the background upgrade and the gen_chroma CLI. Real Chroma on disk, the real packaged USE embedder."""
+"""The knowledge base: bad input, the store contract, incremental builds, the background upgrade and
+the gen_chroma CLI. Real Chroma on disk, the real packaged USE embedder (reading and chunking:
+test_kb_reading.py; the shared books: kb_books.py)."""
 from __future__ import annotations
 
-import codecs
 import json
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,6 @@ import gen_chroma
 from characters import CharacterError
 from knowledge_base import builder
 from knowledge_base.builder import build, upgrade, upgrade_status
-from knowledge_base.chunking import chunk_document
-from knowledge_base.reading import ReadError, decode, normalise, read_document
 from knowledge_base.store import (
     NEIGHBOUR_WEIGHT,
     Hit,
@@ -29,64 +24,7 @@ from knowledge_base.store import (
     store_root,
 )
 from settings import paths
-
-REPO = Path(__file__).resolve().parent.parent
-
-# ---- small books written for these tests ------------------------------------------------------
-ZH_CHAPTERS = {
-    "第一回 林黛玉抛父进京都": [
-        "却说黛玉自那日弃舟登岸时，便有荣国府打发了轿子并拉行李的车辆久候了。",
-        "黛玉自幼体弱多病，从会吃饮食时便吃药，如今每日还吃着人参养荣丸。",
-        "贾母一见外孙女，便搂入怀中，心肝儿肉叫着大哭起来，众人无不掩面涕泣。",
-        "宝玉看罢，笑道：“这个妹妹我曾见过的。”贾母笑道：“可又是胡说，你又何曾见过他？”",
-    ],
-    "第二回 贾宝玉品茶栊翠庵": [
-        "妙玉亲自向风炉上扇滚了水，另泡了一壶茶，用的是五年前收的梅花上的雪。",
-        "宝钗笑道：“你这茶是旧年蠲的雨水么？”妙玉冷笑道：“你这么个人，竟是大俗人，连水也尝不出来。”",
-        "刘姥姥吃了一口，笑道：“好是好，就是淡些，再熬浓些更好了。”众人都笑起来。",
-    ],
-    "第三回 潇湘馆春困发幽情": [
-        "那潇湘馆里凤尾森森，龙吟细细，一带翠竹掩着粉垣，窗下案上设着笔砚。",
-        "紫鹃端了一盏龙井茶来，黛玉只吃了一口，便又歪在床上看书。",
-        "宝玉在窗外听见黛玉细细的长叹了一声道：“每日家情思睡昏昏。”",
-    ],
-}
-EN_CHAPTERS = {
-    "Chapter 1": [
-        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-        "must be in want of a wife.",
-        '"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park '
-        'is let at last?"',
-        "Mr. Bennet replied that he had not, and his wife told him that a young man of large fortune "
-        "from the north of England had taken it.",
-    ],
-    "Chapter 2": [
-        "Mr. Bennet was among the earliest of those who waited on Mr. Bingley. He had always intended "
-        "to visit him, though to the last always assuring his wife that he should not go.",
-        "Kitty coughed all the time, and her mother scolded her for having no discretion in her coughs.",
-    ],
-    "Chapter 3": [
-        "Mr. Darcy looked at Elizabeth and coldly said: \"She is tolerable, but not handsome enough to "
-        'tempt me; I am in no humour at present to give consequence to young ladies who are slighted."',
-        "Elizabeth remained with no very cordial feelings towards him, but she told the story with great "
-        "spirit among her friends, for she had a lively, playful disposition.",
-    ],
-}
-
-
-def book(chapters: dict[str, list[str]], sep: str = "\n\n") -> str:
-    """A book text: each heading, then its paragraphs, blank lines between."""
-    return sep.join(f"{title}{sep}{sep.join(paras)}" for title, paras in chapters.items()) + "\n"
-
-
-ZH_TEXT = book(ZH_CHAPTERS)
-EN_TEXT = book(EN_CHAPTERS)
-
-
-def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode(encoding))
-    return path
+from tests.kb_books import EN_TEXT, ZH_CHAPTERS, ZH_TEXT, book, run_cli, texts_folder, write
 
 
 @pytest.fixture
@@ -104,132 +42,6 @@ def zh_store(zh_book: Path) -> str:
     """A character 'lin' built from the Chinese book with USE."""
     build("lin", [zh_book], name="林黛玉", embedder="use")
     return "lin"
-
-
-def texts_folder(cid: str) -> Path:
-    return paths().knowledge / cid / "texts"
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The real entry point in a child process (exit code, stdout and stderr as a user sees them)."""
-    return subprocess.run([sys.executable, str(REPO / "gen_chroma.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
-
-
-# ---- reading: encodings, markup, chapters ------------------------------------------------------
-@pytest.mark.parametrize(
-    "encoding, prefix",
-    [
-        ("utf-8", b""),
-        ("utf-8", codecs.BOM_UTF8),
-        ("utf-16-le", codecs.BOM_UTF16_LE),
-        ("utf-16-be", codecs.BOM_UTF16_BE),
-        ("utf-16-le", b""),  # UTF-16 without a BOM (Windows Notepad "Unicode" minus the mark)
-        ("gb18030", b""),
-    ],
-)
-@pytest.mark.parametrize("lang", ["zh", "en"])
-def test_every_encoding_reads_to_the_same_text_with_chapters(tmp_path, encoding, prefix, lang):
-    text, chapters = (ZH_TEXT, ZH_CHAPTERS) if lang == "zh" else (EN_TEXT, EN_CHAPTERS)
-    path = tmp_path / "book.txt"
-    path.write_bytes(prefix + text.encode(encoding))
-    doc = read_document(path)
-    assert doc.text == normalise(text)
-    assert "\x00" not in doc.text and "\ufeff" not in doc.text
-    assert [c.title for c in doc.chapters] == list(chapters)
-    for ch in doc.chapters:  # every offset points at its heading
-        assert doc.text[ch.start:].startswith(ch.title)
-
-
-def test_big5_traditional_chinese_is_not_read_as_gb18030(tmp_path):
-    # Traditional text in Big5: GB18030 also decodes these bytes (into nonsense); Big5 must win.
-    trad = (
-        "第一回 林黛玉拋父進京都\n\n黛玉自幼體弱多病，每日還吃著人參養榮丸。賈母一見外孫女，便摟入懷中大哭起來。\n\n"
-        "第二回 賈寶玉品茶櫳翠庵\n\n妙玉另泡了一壺茶，用的是五年前收的梅花上的雪。寶玉說這個妹妹我曾見過的。\n"
-    )
-    path = write(tmp_path / "trad.txt", trad, "big5")
-    doc = read_document(path)
-    assert doc.encoding == "big5"
-    assert doc.text == normalise(trad)
-    assert [c.title for c in doc.chapters] == ["第一回 林黛玉拋父進京都", "第二回 賈寶玉品茶櫳翠庵"]
-
-
-def test_chapter_heading_styles():
-    text = normalise(
-        "序\n\n第十二章 风雪山神庙\n\n正文。\n\n　　第一百二十回 甄士隐详说太虚情\n\n正文。\n\n"
-        "CHAPTER XII\n\nBody.\n\nChapter 7. The Ball\n\nBody. In chapter 3 we saw nothing.\n"
-    )
-    from knowledge_base.reading import find_chapters
-
-    titles = [c.title for c in find_chapters(text)]
-    assert titles == ["第十二章 风雪山神庙", "第一百二十回 甄士隐详说太虚情", "CHAPTER XII", "Chapter 7. The Ball"]
-
-
-def test_html_paragraph_markup_and_crlf_are_normalised(tmp_path):
-    html = "".join(f"<p>{t}</p>\r\n" + "".join(f"<p class='x'>{p}</p>\r\n" for p in ps) for t, ps in ZH_CHAPTERS.items())
-    html = html.replace("妙玉", "妙玉&amp;").replace("紫鹃", "紫鹃<br/>")
-    doc = read_document(write(tmp_path / "web.txt", html))
-    assert "<" not in doc.text and ">" not in doc.text and "\r" not in doc.text
-    assert "妙玉&亲自" in doc.text  # entities unescaped
-    assert [c.title for c in doc.chapters] == list(ZH_CHAPTERS)
-
-
-def test_markdown_file_is_read(tmp_path):
-    doc = read_document(write(tmp_path / "notes.md", EN_TEXT))
-    assert doc.text == normalise(EN_TEXT)
-    assert len(doc.chapters) == 3
-
-
-def make_epub(path: Path, chapters: dict[str, list[str]]) -> Path:
-    """A minimal valid EPUB 3 (mimetype first, stored), one XHTML file per chapter."""
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
-        zf.writestr("META-INF/container.xml",
-                    '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:'
-                    'xmlns:container"><rootfiles><rootfile full-path="OEBPS/content.opf" media-type='
-                    '"application/oebps-package+xml"/></rootfiles></container>')
-        zf.writestr("OEBPS/content.opf", '<?xml version="1.0"?><package version="3.0"/>')
-        for n, (title, paras) in enumerate(chapters.items(), 1):
-            body = "".join(f"<p>{p}</p>\n" for p in paras)
-            zf.writestr(f"OEBPS/ch{n:02d}.xhtml",
-                        f'<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
-                        f"<head><title>BOOK TITLE {n}</title><style>p {{margin:0}}</style></head>"
-                        f"<body><h2>{title}</h2>\n{body}</body></html>")
-    return path
-
-
-def test_epub_is_read_in_order_without_markup(tmp_path):
-    doc = read_document(make_epub(tmp_path / "pride.epub", EN_CHAPTERS))
-    assert [c.title for c in doc.chapters] == list(EN_CHAPTERS)
-    assert "<" not in doc.text and "BOOK TITLE" not in doc.text and "margin" not in doc.text
-    assert "not handsome enough to tempt me" in doc.text
-    assert doc.text.index("Netherfield Park") < doc.text.index("Kitty coughed")
-
-
-def test_chunks_carry_their_chapter_and_never_straddle_chapters():
-    doc = read_document_from_text(ZH_TEXT)
-    chunks = chunk_document(doc, "hong.txt")
-    assert {c.chapter for c in chunks} == set(ZH_CHAPTERS)
-    for c in chunks:
-        others = [t for t in ZH_CHAPTERS if t != c.chapter]
-        assert not any(p in c.text for t in others for p in ZH_CHAPTERS[t])
-        assert len(c.text) <= 300 + 60 + 50  # target + overlap + one heading's slack
-    assert len({c.id for c in chunks}) == len(chunks)
-
-
-def read_document_from_text(text: str, name: str = "t.txt"):
-    from knowledge_base.reading import Document, find_chapters
-
-    clean = normalise(text)
-    return Document(Path(name), clean, "utf-8", find_chapters(clean))
-
-
-def test_plain_ascii_decodes_and_a_binary_is_refused(tmp_path):
-    assert decode(b"plain ascii")[0] == "plain ascii"
-    junk = write(tmp_path / "photo.txt", "")
-    junk.write_bytes(bytes(range(256)) * 64)
-    with pytest.raises(ReadError, match="binary"):
-        read_document(junk)
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -441,7 +253,7 @@ def test_changing_one_file_re_embeds_only_its_chunks(tmp_path, zh_book, en_book)
     en_chunks = read_manifest(current_version(store_root("mix")))["files"]["pride.txt"]["chunks"]
     changed = EN_TEXT.replace("Kitty coughed all the time", "Lydia laughed at the militia officers")
     write(en_book, changed)
-    report = build("mix", [en_book], embedder="use")
+    report = build("mix", [en_book], embedder="use", replace=True)  # without replace: saved as "pride (2).txt"
     assert report.changed == ["pride.txt"] and report.unchanged == ["hong.txt"]
     assert 0 < report.embedded <= en_chunks < first.chunks
     store = KnowledgeStore.open("mix")
@@ -463,7 +275,10 @@ def test_removing_a_file_removes_its_passages(zh_book, en_book):
         assert hit.source == "hong.txt"
 
 
-def test_current_swaps_and_keeps_the_previous_version_until_the_next_build(tmp_path, zh_book, en_book):
+def test_current_swaps_and_keeps_the_previous_version_until_the_next_build(tmp_path, zh_book, en_book, monkeypatch):
+    from knowledge_base import versions
+
+    monkeypatch.setattr(versions, "RETIRED_GRACE_S", 0)  # no grace for searches under way (tested in test_ragchat)
     root = store_root(build("mix", [zh_book], embedder="use").character)
     v1 = current_version(root)
     build("mix", [en_book], embedder="use")

@@ -69,3 +69,24 @@ def test_settings_repr_hides_the_secrets() -> None:
     shown = repr(Settings(openai_api_key="sk-very-secret", password="hunter2"))
     assert "sk-very-secret" not in shown and "hunter2" not in shown
     assert "llm_backend" in shown
+
+
+def _rss_mb() -> int:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+
+
+@pytest.mark.slow
+def test_the_packaged_gguf_leaves_memory_when_another_model_loads(tiny_qwen_dir: Path) -> None:  # noqa: F811
+    import settings as settings_mod
+
+    gguf = settings_mod.find_checkpoint(llm.PACKAGED["qwen2.5-1.5b"].filename)
+    if gguf is None:
+        pytest.skip("the packaged 1.5B GGUF is not assembled (python -m llm prepare)")
+    resident.release()
+    base = _rss_mb()
+    llm.get_chat_model(load_settings(llm_model=str(gguf), threads=2, max_tokens=2)).invoke(ASK)
+    loaded = _rss_mb()
+    assert loaded - base > 800  # llama.cpp holds the 1.1 GB of weights
+    llm.get_chat_model(_settings(tiny_qwen_dir)).invoke(ASK)  # the page switches to another model
+    assert _rss_mb() < loaded - 800, "the GGUF stayed in memory beside the new model"
+    resident.release()

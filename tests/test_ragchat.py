@@ -493,7 +493,7 @@ def test_a_failed_generation_records_nothing_and_its_passages_can_be_sent_again(
 
 
 def test_a_replaced_store_version_is_kept_for_a_grace_period(zh_store, tmp_path: Path, monkeypatch) -> None:
-    from knowledge_base import builder
+    from knowledge_base import versions as builder
     from knowledge_base.store import KnowledgeStore, current_version, store_root
 
     old = KnowledgeStore.open(zh_store)  # another process searching the version about to be replaced

@@ -15,7 +15,7 @@ import pytest
 
 import voice
 from characters import load_card
-from voice import asr, models, tts
+from voice import asr, models, policy, tts
 from voice.audio import Speech, Timing, VoiceError, concat, decode_audio
 from voice.text import SentenceBuffer, numbers_to_chinese, split_runs, split_sentences
 
@@ -47,10 +47,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now: connect() is refused at once
-    monkeypatch.setattr(tts, "EDGE_PROBE", ("127.0.0.1", port))
-    tts.reset_edge_probe()
+    monkeypatch.setattr(policy, "EDGE_PROBE", ("127.0.0.1", port))
+    policy.reset_edge_probe()
     yield ("127.0.0.1", port)
-    tts.reset_edge_probe()
+    policy.reset_edge_probe()
 
 
 # ---------------------------------------------------------------- text handling
@@ -120,13 +120,16 @@ def test_espeak_chinese_goes_through_pinyin(monkeypatch: pytest.MonkeyPatch) -> 
     real_run = subprocess.run
 
     def spy(cmd, *a, **k):  # type: ignore[no-untyped-def]
-        seen.append(cmd)
+        seen.append((cmd, k.get("input")))
         return real_run(cmd, *a, **k)
 
-    monkeypatch.setattr(tts.subprocess, "run", spy)
+    from voice.engines import espeak
+
+    monkeypatch.setattr(espeak.subprocess, "run", spy)
     voice.speak("我今年18岁。", lang="zh", engine="espeak")
-    assert seen[-1][-1] == "wo3 jin1 nian2 shi2 ba1 sui4 。"
-    assert "cmn-latn-pinyin" in seen[-1]
+    cmd, stdin = seen[-1]
+    assert stdin == "wo3 jin1 nian2 shi2 ba1 sui4 。".encode()
+    assert "cmn-latn-pinyin" in cmd
 
 
 def test_rate_and_volume_change_the_audio() -> None:
@@ -176,13 +179,13 @@ def test_unknown_voice_for_an_explicit_engine_names_the_choices() -> None:
 # ---------------------------------------------------------------- edge and the auto fallback
 
 def test_probe_of_a_closed_port_says_unreachable(offline: tuple[str, int]) -> None:
-    assert tts.edge_reachable() is False
+    assert policy.edge_reachable() is False
 
 
 def test_auto_falls_back_offline_and_says_so_once(offline: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="voice")
-    first = voice.speak("Good morning.", engine="auto")
-    second = voice.speak("Good evening.", engine="auto")
+    first = voice.speak("Good morning.", engine="auto", online=True)  # online allowed, but no network
+    second = voice.speak("Good evening.", engine="auto", online=True)
     assert first.engine == second.engine == "piper"
     said = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(said) == 1
@@ -190,20 +193,20 @@ def test_auto_falls_back_offline_and_says_so_once(offline: tuple[str, int], capl
 
 def test_auto_falls_back_when_edge_fails_midway(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A fake edge service: the probe says reachable, then the connection fails as it does offline."""
-    tts.reset_edge_probe()
-    monkeypatch.setattr(tts, "edge_reachable", lambda timeout=0.8: True)
+    policy.reset_edge_probe()
+    monkeypatch.setattr(policy, "edge_reachable", lambda timeout=0.8: True)
 
     def fake_edge_failure(self, *a, **k):  # type: ignore[no-untyped-def]
         raise OSError("Cannot connect to host speech.platform.bing.com:443")
 
     monkeypatch.setattr(tts.EdgeEngine, "synthesize", fake_edge_failure)
     caplog.set_level(logging.WARNING, logger="voice")
-    sp = voice.speak("Good morning.", engine="auto")
+    sp = voice.speak("Good morning.", engine="auto", online=True)
     assert sp.engine == "piper"
     assert any("unreachable" in r.getMessage() for r in caplog.records)
     with pytest.raises(VoiceError, match="--engine auto"):
         voice.speak("Good morning.", engine="edge")
-    tts.reset_edge_probe()
+    policy.reset_edge_probe()
 
 
 def test_explicit_edge_offline_gives_a_clear_error(offline: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,8 +220,8 @@ def test_explicit_edge_offline_gives_a_clear_error(offline: tuple[str, int], mon
 
 @pytest.mark.network
 def test_edge_online_speaks_with_word_boundaries() -> None:
-    tts.reset_edge_probe()
-    if not tts.edge_reachable(timeout=2.0):
+    policy.reset_edge_probe()
+    if not policy.edge_reachable(timeout=2.0):
         pytest.skip("edge-tts's service (speech.platform.bing.com:443) is not reachable from here")
     sp = voice.speak("Good morning, Miss Bennet.", engine="edge", voice="en-GB-SoniaNeural")
     assert sp.engine == "edge" and sp.duration_s > 0.5

@@ -1,4 +1,5 @@
-"""The Knowledge page's logic: look at uploaded books, add them to a store, create a character."""
+"""The Knowledge page's logic: look at uploaded books, add them to a store, create a character, import
+a community character card (and the page section that does it, ``card_import_section``)."""
 from __future__ import annotations
 
 import tempfile
@@ -6,7 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from characters import Card, CharacterError, exists, load_card, safe_id, save_card, writable_dir
+from characters import (
+    Card,
+    CharacterError,
+    card_problems,
+    exists,
+    load_card,
+    load_lorebook,
+    safe_id,
+    save_card,
+    writable_dir,
+)
 from knowledge_base.builder import BuildReport, build, safe_filename, upgrade_status
 from knowledge_base.reading import ReadError, read_document
 from knowledge_base.store import KnowledgeStore, StoreError
@@ -82,7 +93,7 @@ def add_books(character_id: str, uploads: list[tuple[str, bytes]], progress: Pro
     with tempfile.TemporaryDirectory(prefix="zhiyin-upload-") as tmp:
         paths, infos = [], []
         for fname, data in uploads:
-            path = save_upload(fname, data, Path(tmp))
+            path = save_upload(fname, data, Path(tempfile.mkdtemp(dir=tmp)))  # own folder: same names don't collide
             info = inspect_path(path, fname)
             infos.append(info)
             if info.ok:
@@ -173,3 +184,72 @@ def progress_text(stage: str, done: int, total: int) -> tuple[float, str]:
     """(fraction, label) for st.progress from a builder progress callback."""
     frac = min(max(done / total, 0.0), 1.0) if total else 0.0
     return frac, f"{STAGE_LABELS.get(stage, stage.capitalize())}: {done}/{total}"
+
+
+# ---------------------------------------------------------------------------- character cards
+CARD_TYPES = ["png", "json", "charx"]
+
+
+def import_card_upload(name: str, data: bytes, character_id: str = ""):  # -> cards.transfer.ImportReport
+    """Import an uploaded character card as a new character (one sentence on any bad input, nothing written)."""
+    from cards.transfer import import_card
+
+    return import_card(data, name, character_id.strip() or None)
+
+
+def lorebook_summary(card: Card) -> str:
+    """One line on the character's lorebook and greetings (what a card brought with it)."""
+    try:
+        book = load_lorebook(card.id)
+    except CharacterError as exc:
+        return str(exc)
+    from cards.lorebook import parse
+
+    entries = parse(book).entries
+    always = sum(1 for e in entries if e.stable)
+    lore = (f"Lorebook: {len(entries)} entries ({always} always in the prompt, the others when the conversation "
+            "names their keys)." if entries else "No lorebook.")
+    return lore + (f" {1 + len(card.greetings)} greetings." if card.greetings else "")
+
+
+def card_import_section(card: Card, flash: Callable[[str, str], None]) -> None:
+    """The Knowledge page's "Character cards" section: import a card, download this character as one,
+    and a sentence for every character whose card.yaml cannot be read."""
+    import streamlit as st
+
+    from ui import errors
+    from ui.resources import editing_allowed
+
+    st.subheader("Character cards")
+    for problem in card_problems():
+        st.warning(problem)
+    st.caption(f"{card.name}: {lorebook_summary(card)}")
+    allowed, why = editing_allowed(st.session_state.get("password", ""))
+    with st.form("import_card"):
+        upload = st.file_uploader("Import a character card (SillyTavern, RisuAI, Agnai…: PNG, JSON or CHARX; "
+                                  "V1, V2 or V3)", type=CARD_TYPES, key="card_file")
+        cid = st.text_input("Id (optional; from the card's name otherwise)", key="card_id")
+        submitted = st.form_submit_button("Import", disabled=not allowed)
+    if not allowed:
+        st.info(why)
+    if submitted and upload is not None:
+        try:
+            report = import_card_upload(upload.name, upload.getvalue(), cid)
+        except Exception as exc:
+            st.error(errors.message(exc, "importing the card"))
+            return
+        for note in report.notes:
+            flash("warning", note)
+        flash("success", report.lines()[0] + " She is selected now; add her books above.")
+        st.session_state["pending_character"] = report.card.id
+        st.rerun()
+    fmt = st.radio("Download as a card", CARD_TYPES, horizontal=True, key="card_format")
+    if st.button(f"Prepare {card.name} as a .{fmt} card"):
+        from cards.transfer import export_bytes
+
+        try:
+            blob, _ = export_bytes(card.id, fmt)
+        except Exception as exc:
+            st.error(errors.message(exc, "exporting the card"))
+            return
+        st.download_button(f"⬇ {card.id}.{fmt}", blob, file_name=f"{card.id}.{fmt}")

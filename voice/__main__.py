@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--rate", type=float, default=1.0, help="speed factor, 1.0 = normal")
     say.add_argument("--pitch", type=float, default=0.0, help="semitones up (+) or down (-)")
     say.add_argument("--volume", type=float, default=1.0, help="loudness factor, 1.0 = normal")
+    say.add_argument("--online", action="store_true", default=None,
+                     help="let `auto` use Microsoft's online voices (edge-tts); default: the online_voice setting")
     say.add_argument("--json", action="store_true", help="print a JSON summary")
 
     listen = sub.add_parser("listen", help="transcribe an audio file (WAV/WebM/Ogg/MP3/M4A)")
@@ -52,7 +54,7 @@ def _say(args: argparse.Namespace) -> int:
         voice = dict(load_card(args.character).voice)
     started = time.perf_counter()
     speech = speak(text, lang=args.lang, engine=args.engine, voice=voice,  # type: ignore[arg-type]
-                   rate=args.rate, pitch=args.pitch, volume=args.volume)
+                   rate=args.rate, pitch=args.pitch, volume=args.volume, online=args.online)
     compute = time.perf_counter() - started
     speech.save_wav(args.out)
     if args.vtt:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import wave
 from dataclasses import dataclass, field
@@ -11,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+import ffmpeg_tools
+
 ASR_RATE = 16_000  # what Whisper wants
+# A question is seconds long; ten minutes of 16 kHz float32 is 38 MB, while 200 MB of Opus
+# decoded without a limit would be gigabytes.
+MAX_AUDIO_S = 600.0
 SILENCE_PEAK = 1e-3  # below this peak amplitude (-60 dBFS) a recording holds nothing to hear
 
 
@@ -123,22 +127,19 @@ def concat(parts: list[Speech], text: str, engine: str | None = None, gap_s: flo
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary: the system one, else the one shipped by imageio-ffmpeg."""
-    exe = shutil.which("ffmpeg")
-    if exe:
-        return exe
+    """The ffmpeg binary (ffmpeg_tools.ffmpeg_exe: the system one first), or VoiceError naming the install."""
     try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as exc:
-        raise VoiceError(
-            "ffmpeg is missing; install it with `apt-get install ffmpeg` or `pip install imageio-ffmpeg`."
-        ) from exc
+        return ffmpeg_tools.ffmpeg_exe()
+    except ffmpeg_tools.FfmpegMissing as exc:
+        raise VoiceError(str(exc)) from exc
 
 
-def decode_audio(source: str | Path | bytes, rate: int = ASR_RATE) -> np.ndarray:
-    """Decode WAV/WebM/Ogg/MP3/M4A (a path or the file's bytes) to mono float32 at ``rate``."""
+def decode_audio(source: str | Path | bytes, rate: int = ASR_RATE, max_s: float = MAX_AUDIO_S) -> np.ndarray:
+    """Decode WAV/WebM/Ogg/MP3/M4A (a path or the file's bytes) to mono float32 at ``rate``.
+
+    Audio longer than ``max_s`` seconds is refused: ffmpeg stops decoding just past the limit, so
+    a small, very long upload never becomes gigabytes of samples in memory.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name, inp = bytes(source), "the uploaded audio", "pipe:0"
         if not data:
@@ -149,9 +150,9 @@ def decode_audio(source: str | Path | bytes, rate: int = ASR_RATE) -> np.ndarray
             raise VoiceError(f"No audio file at {path}; check the path.")
         if path.stat().st_size == 0:
             raise VoiceError(f"The audio file {path} is empty (0 bytes); record or upload it again.")
-        data, name, inp = None, str(path), str(path)
+        data, name, inp = None, str(path), ffmpeg_tools.file_arg(path)
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", inp,
-           "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"]
+           "-t", f"{max_s + 1:.3f}", "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
     audio = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     if proc.returncode != 0 or audio.size == 0:
@@ -160,6 +161,9 @@ def decode_audio(source: str | Path | bytes, rate: int = ASR_RATE) -> np.ndarray
         raise VoiceError(
             f"Could not decode {name} as audio{detail}; send WAV, WebM, Ogg, MP3 or M4A."
         )
+    if audio.size > max_s * rate:
+        raise VoiceError(f"{name[:1].upper()}{name[1:]} is longer than {max_s / 60:g} minutes; "
+                         "record a shorter question.")
     return audio
 
 

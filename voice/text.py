@@ -5,10 +5,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from language import CJK, detect_lang, has_cjk  # noqa: F401  (detect_lang, has_cjk: part of this module's API)
 from sentences import ABBREV, SENT_END, split_sentences  # noqa: F401  (split_sentences: part of this module's API)
 
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_RE = re.compile(f"[{_CJK}]")
+_CJK_RE = re.compile(f"[{CJK}]")
 _LATIN_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 
 
@@ -18,18 +18,6 @@ class Run:
 
     text: str
     lang: str
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK_RE.search(text))
-
-
-def detect_lang(text: str, default: str = "en") -> str:
-    """'zh' when the text has more CJK characters than Latin letters, 'en' when fewer."""
-    zh, en = len(_CJK_RE.findall(text)), len(re.findall(r"[A-Za-z]+", text))
-    if zh == en == 0:
-        return default
-    return "zh" if zh >= en else "en"
 
 
 def split_runs(text: str, lang: str = "auto") -> list[Run]:

@@ -1,0 +1,163 @@
+"""The background index upgrade (USE -> e5) of a character's store, one process per character.
+
+A click on "Upgrade" (or a build) starts ``gen_chroma.py upgrade`` detached; before this, every
+click started another, and several e5 embedders fought over two cores. Now the running upgrade
+holds an flock on ``stores/<id>/upgrade.lock`` for its whole life (the kernel drops it when the
+process dies, so a crash never leaves the character locked), and ``upgrade.pid`` says who it is;
+a pid whose process is gone (or is another program now) is stale and reported as none.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from characters import safe_id
+from knowledge_base.embedders import get_embedder, passage_inputs
+from knowledge_base.store import (
+    chroma_client,
+    collection_name,
+    current_version,
+    read_chunks,
+    read_manifest,
+    remove_version,
+    set_current,
+    store_root,
+)
+from knowledge_base.vector_cache import embed_with_cache
+from knowledge_base.versions import (
+    Progress,
+    add_vectors,
+    cleanup,
+    new_version,
+    retire,
+    noop,
+    store_lock,
+    vector_cache,
+    write_json,
+)
+
+UPGRADE_EMBEDDER = "e5"  # what the background upgrade moves the index to
+LOCK_FILE = "upgrade.lock"
+PID_FILE = "upgrade.pid"
+
+
+def claim(character_id: str) -> int | None:
+    """Take the character's upgrade lock without waiting: the open descriptor that holds it, or None
+    when another process holds it. Keep the descriptor open (or pass it to a child) for the upgrade's life."""
+    root = store_root(safe_id(character_id))
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def record_pid(character_id: str, pid: int) -> None:
+    write_json(store_root(safe_id(character_id)) / PID_FILE, {"pid": pid, "started": time.time()})
+
+
+def running(character_id: str) -> int | None:
+    """The pid of the upgrade running for this character, or None.
+
+    Read from upgrade.pid without touching the lock (a status poll must never make a click think an
+    upgrade runs); a pid whose process is gone, or is now some other program, is stale: None.
+    """
+    try:
+        pid = int(json.loads((store_root(safe_id(character_id)) / PID_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None  # no such process
+    return pid if b"upgrade" in cmdline else None
+
+
+def forget_pid(character_id: str) -> None:
+    """Remove upgrade.pid if it names this process (at the end of an upgrade)."""
+    if running(character_id) == os.getpid():
+        (store_root(safe_id(character_id)) / PID_FILE).unlink(missing_ok=True)
+
+
+def upgrade_status(character_id: str) -> dict:
+    """Progress of the background index upgrade ({} when none ran)."""
+    path = store_root(safe_id(character_id)) / "upgrade.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progress | None = None) -> bool:
+    """Embed every chunk with the better embedder, then swap in a version that searches with it.
+
+    Embedding runs without the build lock (vectors go to the shared cache batch by batch),
+    so a user's build is never blocked for minutes; only the final swap takes the lock and
+    uses whatever version is live at that moment. Returns True when the swap happened.
+    """
+    progress = progress or noop
+    cid = safe_id(character_id)
+    root = store_root(cid)
+    status_path = root / "upgrade.json"
+    started = time.time()
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(stage, done, total)
+        rate = done / max(time.time() - started, 1e-6)
+        write_json(status_path, {"target": target, "stage": stage, "done": done, "total": total,
+                                  "started": started, "updated": time.time(), "pid": os.getpid(),
+                                  "eta_s": round((total - done) / rate, 1) if rate > 0 and done else None})
+
+    emb = get_embedder(target)
+    for _attempt in range(3):  # a build may land meanwhile: embed what it added, then swap
+        version = current_version(root)
+        if version is None:
+            raise FileNotFoundError(f"'{cid}' has no store to upgrade; build it first.")
+        chunks = read_chunks(version)
+        cache = vector_cache(root, target, emb.dim)
+        try:
+            vectors = embed_with_cache(passage_inputs(emb, chunks), emb.embed, cache, emb.batch,
+                                       lambda d, t: report("embed", d, t))
+        finally:
+            cache.close()
+        with store_lock(root):
+            if current_version(root) != version:
+                continue
+            manifest = read_manifest(version)
+            new = new_version(root)
+            try:
+                shutil.copytree(version / "chroma", new / "chroma")
+                for f in ("chunks.jsonl", "tokens.jsonl"):
+                    shutil.copyfile(version / f, new / f)
+                shutil.copytree(version / "bm25", new / "bm25")
+                client = chroma_client(new / "chroma")
+                cname = collection_name(cid, target)
+                try:
+                    client.delete_collection(cname)
+                except Exception:  # not there yet: nothing to replace
+                    pass
+                col = client.create_collection(
+                    cname, embedding_function=None,
+                    metadata={"embedder": target, "dim": emb.dim, "character": cid, "hnsw:space": "cosine"},
+                )
+                add_vectors(col, chunks, vectors, lambda s, d, t: report("store", d, t))
+                manifest["dense"][target] = {"collection": cname, "dim": emb.dim, "complete": True}
+                manifest["active"] = target
+                manifest["created"] = time.time()
+                write_json(new / "manifest.json", manifest)
+            except BaseException:
+                remove_version(new)
+                raise
+            set_current(root, new)
+            retire(version)
+            cleanup(root, {new.name, version.name})
+            report("done", len(chunks), len(chunks))
+            return True
+    return False
