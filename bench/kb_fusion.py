@@ -47,6 +47,12 @@ def cached_vectors(root: Path, name: str, chunks: list[dict]) -> np.ndarray | No
     return out
 
 
+def _z(scores: np.ndarray) -> np.ndarray:
+    """Scores as standard deviations above their mean: comparable across rankers."""
+    scores = np.asarray(scores, np.float32)
+    return (scores - scores.mean()) / max(float(scores.std()), 1e-6)
+
+
 def fuse(rankings: list[tuple[list[int], float]], k: int, depth: int, n_rows: int, neighbours: float) -> list[int]:
     """Weighted reciprocal-rank fusion of row rankings (each cut at ``depth``), neighbour sharing, best first."""
     score: dict[int, float] = {}
@@ -70,6 +76,8 @@ def main() -> int:
     p.add_argument("--book", required=True, choices=sorted(LANG), help="question-set key")
     p.add_argument("--dense", nargs="+", default=["use", "embeddinggemma"])
     p.add_argument("--prefix", action="store_true", help="search only the chunks every dense index has")
+    p.add_argument("--matryoshka", nargs="*", type=int, default=[512, 256],
+                   help="also rank with each dense index cut to these dimensions (alone, not fused)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "kb_fusion.json")
     args = p.parse_args()
     os.environ["ZHIYIN_HOME"] = args.home
@@ -96,20 +104,27 @@ def main() -> int:
         sets[label] = [(q["q"], g) for q, g in zip(qs, gold, strict=True) if g]  # asked only where answerable
     # Each ranker's full ranking of the searched rows, per question (query embeddings timed).
     ranked: dict[str, dict[str, list[int]]] = {}
+    raw: dict[str, dict[str, np.ndarray]] = {}  # name -> question -> z-scored scores of the searched rows
     query_ms: dict[str, float] = {}
     for name in args.dense:
         emb, m = get_embedder(name), mats[name][rows]
         t = time.perf_counter()
-        ranked[name] = {q: np.argsort(-(m @ emb.embed([q], query=True)[0]), kind="stable").tolist()
-                        for qs in sets.values() for q, _ in qs}
-        query_ms[name] = round((time.perf_counter() - t) * 1000 / max(1, len(ranked[name])), 1)
+        qvecs = {q: emb.embed([q], query=True)[0] for qs in sets.values() for q, _ in qs}
+        query_ms[name] = round((time.perf_counter() - t) * 1000 / max(1, len(qvecs)), 1)
+        raw[name] = {q: _z(m @ v) for q, v in qvecs.items()}
+        ranked[name] = {q: np.argsort(-raw[name][q], kind="stable").tolist() for q in qvecs}
+        for d in (x for x in args.matryoshka if x < emb.dim):  # the first d dimensions, renormalised
+            md = m[:, :d] / np.linalg.norm(m[:, :d], axis=1, keepdims=True)
+            ranked[f"{name}@{d}"] = {q: np.argsort(-(md @ (v[:d] / np.linalg.norm(v[:d]))), kind="stable").tolist()
+                                     for q, v in qvecs.items()}
     sub = {int(r): i for i, r in enumerate(rows)}
-    ranked["bm25"] = {}
+    ranked["bm25"], raw["bm25"] = {}, {}
     for qs in sets.values():
         for q, _ in qs:
             scores, cover = index.scores(tokenize(q))
             order = [sub[int(r)] for r in np.argsort(-scores, kind="stable") if scores[r] > 0 and int(r) in sub]
             ranked["bm25"][q] = order if cover else []
+            raw["bm25"][q] = cover * _z(scores[rows]) if cover else np.zeros(len(rows), np.float32)
 
     def recall(order_of, qs) -> dict:
         hits = {n: sum(bool(set(order_of(q)[:n]) & g) for q, g in qs) / len(qs) for n in (1, 5, 20)}
@@ -119,7 +134,7 @@ def main() -> int:
     for name in ranked:
         variants[name] = {s: recall(lambda q, n=name: ranked[n][q], qs) for s, qs in sets.items()}
     strong = args.dense[-1]  # the strongest dense ranker comes last
-    others = [n for n in ranked if n != strong]
+    others = [n for n in ranked if n != strong and "@" not in n]
     for weights in itertools.product((0.0, 0.25, 0.5, 1.0), repeat=len(others)):
         for k, depth, nb in itertools.product((10, 30, 60), (20, 50), (0.0, 0.2)):
             label = f"{strong}=1 " + " ".join(f"{n}={w}" for n, w in zip(others, weights, strict=True)) + \
@@ -127,7 +142,14 @@ def main() -> int:
             variants[label] = {s: recall(lambda q, w=weights, k=k, d=depth, nb=nb: fuse(
                 [(ranked[strong][q], 1.0)] + [(ranked[n][q], x) for n, x in zip(others, w, strict=True) if x],
                 k, d, len(rows), nb), qs) for s, qs in sets.items()}
-    best = sorted(variants, key=lambda v: -sum(variants[v][s]["r@5"] for s in sets))
+    # Score-level fusion: z-scored cosines and BM25 added with weights (the strong ranker at 1).
+    for weights in itertools.product((0.0, 0.1, 0.25, 0.5), repeat=len(others)):
+        label = f"z: {strong}=1 " + " ".join(f"{n}={w}" for n, w in zip(others, weights, strict=True))
+        variants[label] = {s: recall(lambda q, w=weights: np.argsort(-(raw[strong][q] + sum(
+            x * raw[n][q] for n, x in zip(others, w, strict=True) if x)), kind="stable").tolist(), qs)
+            for s, qs in sets.items()}
+    fusions = [v for v in variants if v not in ranked]
+    best = sorted(fusions, key=lambda v: tuple(-sum(variants[v][s][m] for s in sets) for m in ("r@5", "r@1", "r@20")))
     out = {"command": " ".join(["python", "bench/kb_fusion.py", *sys.argv[1:]]), "chunks_searched": len(rows),
            "chunks": len(chunks), "questions": {s: len(q) for s, q in sets.items()}, "query_ms": query_ms,
            "alone": {n: variants[n] for n in ranked}, "best_fusions": {v: variants[v] for v in best[:15]}}

@@ -182,3 +182,14 @@ def test_real_embeddinggemma_finds_the_passage_that_answers():
     vecs = emb.embed([emb.passage(d, "栊翠庵品茶") for d in docs])
     for q, want in (("妙玉泡茶用的是什么水？", 0), ("What did Darcy say about Elizabeth's looks?", 1)):
         assert int(np.argmax(vecs @ emb.embed([q], query=True)[0])) == want
+
+
+def test_cli_upgrade_to_embeddinggemma_without_the_model_is_one_line_naming_the_command(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import gen_chroma
+
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "empty"))
+    get_embedder.cache_clear()
+    assert gen_chroma.main(["upgrade", "nobody", "--to", "embeddinggemma"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "python -m knowledge_base.gemma prepare" in err and "Traceback" not in err
