@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from characters import CharacterError, safe_id
 from knowledge_base.builder import BuildReport, build
+from knowledge_base.gemma import GemmaError
 from knowledge_base.reading import ReadError
 from knowledge_base.store import KnowledgeStore, StoreError, store_root
 from knowledge_base.upgrade import claim as claim_upgrade
@@ -160,7 +161,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         record_pid(cid, os.getpid())
     bar = TqdmProgress(disable=args.quiet)
     try:
-        swapped = upgrade(cid, progress=bar)
+        swapped = upgrade(cid, target=args.to, progress=bar) if args.to else upgrade(cid, progress=bar)
     finally:
         bar.close()
         forget_pid(cid)
@@ -190,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("character")
     u = sub.add_parser("upgrade", help="embed with e5 and swap the index (what build starts in the background)")
     u.add_argument("character")
+    u.add_argument("--to", help="the embedder to upgrade to (default e5; embeddinggemma once assembled)")
     u.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the upgrade lock, inherited from the launcher
     for sp in (b, s, st, u):
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"build": cmd_build, "search": cmd_search, "status": cmd_status, "upgrade": cmd_upgrade}[args.command]
     try:
         return handler(args)
-    except (CharacterError, ReadError, StoreError, FileNotFoundError) as exc:
+    except (CharacterError, ReadError, StoreError, FileNotFoundError, GemmaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """Knowledge-base benchmark: build time, chunks, peak memory, rebuild time, search latency and recall.
 
-    python bench/kb_bench.py [--books hongloumeng pride_and_prejudice] [--upgrade] [--home DIR]
+    python bench/kb_bench.py [--books hongloumeng pride_and_prejudice] [--upgrade [--upgrade-to NAME]] [--home DIR]
 
 For each test novel (../shared/corpus) it builds a fresh store with the fast USE index in a
 child process (wall time to searchable, and that process's peak RSS via wait4), times an
@@ -8,8 +8,11 @@ unchanged rebuild, then runs the questions of bench/data/retrieval_questions.jso
 fusion settings were chosen on) and of retrieval_questions_heldout.json (written afterwards) against it:
 search latency (warm, p50/p95) and recall@1/@5, where a hit counts when its text
 (whitespace-normalised) contains an evidence string; "+neighbours" also counts the chunks on
-either side of a hit (store.neighbours), i.e. what the chat prompt can be given. ``--upgrade``
-also runs the background e5 upgrade (10+ minutes on the Chinese novel) and measures again.
+either side of a hit (store.neighbours), i.e. what the chat prompt can be given; recall@20 is the
+fused ranking's top 20 (what a second look at the candidates could reach). ``--upgrade`` also runs
+the background upgrade (``--upgrade-to``: e5 by default, or embeddinggemma: 10+ minutes on the Chinese
+novel) and measures again. ``--home`` keeps the stores and the vector cache, so an interrupted
+upgrade resumes where it stopped.
 Prints a table and writes bench/results/kb.json.
 """
 from __future__ import annotations
@@ -55,7 +58,7 @@ def _child(argv: list[str]) -> None:
         _, cid, path, lang = argv
         out = build(cid, [path], lang=lang, embedder="use").to_dict()
     else:
-        out = {"upgraded": upgrade(argv[1])}
+        out = {"upgraded": upgrade(argv[1], target=argv[2])}
     out["process_s"] = round(time.perf_counter() - started, 2)
     print(json.dumps(out))
 
@@ -85,12 +88,13 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
     store = KnowledgeStore.open(cid)
     store.search(questions[0]["q"])  # warm-up: loads the query embedder and jieba
     open_s = time.perf_counter() - t0
-    latencies, r1, r5, n1, n5, d5, d20, b5 = [], 0, 0, 0, 0, 0, 0, 0
+    latencies, r1, r5, r20, n1, n5, d5, d20, b5 = [], 0, 0, 0, 0, 0, 0, 0, 0
     misses = []
     for item in questions:
         t = time.perf_counter()
-        hits = store.search(item["q"], k=5)
+        hits = store.search(item["q"], k=20)
         latencies.append((time.perf_counter() - t) * 1000)
+        deep, hits = hits, hits[:5]
         evidence = [_squash(e, lang) for e in item["evidence"]]
 
         def found(text: str, evidence: list[str] = evidence) -> bool:
@@ -109,6 +113,7 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
         wide = [found(store.neighbours(h)) for h in hits]
         r1 += bool(plain[:1] and plain[0])
         r5 += any(plain)
+        r20 += any(found(h.text) for h in deep)
         n1 += bool(wide[:1] and wide[0])
         n5 += any(wide)
         if not any(wide):
@@ -123,6 +128,7 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
         "search_p95_ms": round(latencies[min(n - 1, int(round(0.95 * (n - 1))))], 1),
         "recall_at_1": round(r1 / n, 3),
         "recall_at_5": round(r5 / n, 3),
+        "recall_at_20": round(r20 / n, 3),
         "recall_at_1_with_neighbours": round(n1 / n, 3),
         "recall_at_5_with_neighbours": round(n5 / n, 3),
         "diagnostic_recall_at_5_dense_only": round(d5 / n, 3),
@@ -132,7 +138,7 @@ def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
     }
 
 
-def bench_book(key: str, questions: list[dict], heldout: list[dict], do_upgrade: bool) -> dict:
+def bench_book(key: str, questions: list[dict], heldout: list[dict], upgrade_to: str | None) -> dict:
     from knowledge_base.builder import build
 
     file, cid, lang = BOOKS[key]
@@ -158,37 +164,39 @@ def bench_book(key: str, questions: list[dict], heldout: list[dict], do_upgrade:
     from knowledge_base.store import KnowledgeStore
 
     result["characters"] = KnowledgeStore.open(cid).stats()["characters"]
-    if do_upgrade:
-        print(f"[{key}] upgrading to e5 (slow) ...", file=sys.stderr, flush=True)
-        up, wall, rss = run_child("upgrade", cid)
+    if upgrade_to:
+        print(f"[{key}] upgrading to {upgrade_to} (slow) ...", file=sys.stderr, flush=True)
+        up, wall, rss = run_child("upgrade", cid, upgrade_to)
         result["upgrade_wall_s"] = round(wall, 1)
         result["upgrade_peak_rss_mb"] = round(rss)
-        result["e5"] = evaluate(cid, questions, lang)
-        result["e5_heldout"] = evaluate(cid, heldout, lang)
+        result["upgraded"] = evaluate(cid, questions, lang)
+        result["upgraded_heldout"] = evaluate(cid, heldout, lang)
     return result
 
 
 def table(results: dict) -> str:
     head = ("book", "chunks", "build s", "peak MB", "rebuild s", "index", "p50 ms", "p95 ms",
-            "R@1", "R@5", "R@1+nb", "R@5+nb", "R@5 dense", "R@5 bm25")
+            "R@1", "R@5", "R@20", "R@1+nb", "R@5+nb", "R@5 dense", "R@20 dense", "R@5 bm25")
     rows = [head]
     for key, r in results.items():
-        for index in ("use", "use_heldout", "e5", "e5_heldout"):
+        for index in ("use", "use_heldout", "upgraded", "upgraded_heldout"):
             if index not in r:
                 continue
             e = r[index]
             if index == "use":
                 built = (str(r["chunks"]), f"{r['build_wall_s']:.1f}", str(r["build_peak_rss_mb"]),
                          f"{r['unchanged_rebuild_s']:.2f}")
-            elif index == "e5":
+            elif index == "upgraded":
                 built = ("", f"+{r['upgrade_wall_s']:.0f}", str(r["upgrade_peak_rss_mb"]), "")
             else:
                 built = ("", "", "", "")
-            label = index.replace("_heldout", " held-out")
+            label = e["embedder"] + (" held-out" if index.endswith("_heldout") else "")
             rows.append((key if index == "use" else "", *built, label, f"{e['search_p50_ms']:.0f}",
                          f"{e['search_p95_ms']:.0f}", f"{e['recall_at_1']:.2f}", f"{e['recall_at_5']:.2f}",
+                         f"{e['recall_at_20']:.2f}",
                          f"{e['recall_at_1_with_neighbours']:.2f}", f"{e['recall_at_5_with_neighbours']:.2f}",
-                         f"{e['diagnostic_recall_at_5_dense_only']:.2f}", f"{e['diagnostic_recall_at_5_bm25_only']:.2f}"))
+                         f"{e['diagnostic_recall_at_5_dense_only']:.2f}",
+                         f"{e['diagnostic_recall_at_20_dense_only']:.2f}", f"{e['diagnostic_recall_at_5_bm25_only']:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
 
@@ -199,7 +207,8 @@ def main() -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--books", nargs="+", choices=sorted(BOOKS), default=sorted(BOOKS))
-    p.add_argument("--upgrade", action="store_true", help="also run the e5 upgrade (10+ min on the Chinese novel)")
+    p.add_argument("--upgrade", action="store_true", help="also run the background upgrade (10+ min on the Chinese novel)")
+    p.add_argument("--upgrade-to", default="e5", help="the embedder to upgrade to: e5 (default) or embeddinggemma")
     p.add_argument("--home", help="ZHIYIN_HOME to build in (default: a fresh temporary folder)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(REPO)})")
     args = p.parse_args()
@@ -211,7 +220,8 @@ def main() -> int:
     questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))
     heldout = json.loads(HELDOUT.read_text(encoding="utf-8"))
     load_before = os.getloadavg()
-    results = {key: bench_book(key, questions[key], heldout[key], args.upgrade) for key in args.books}
+    target = args.upgrade_to if args.upgrade else None
+    results = {key: bench_book(key, questions[key], heldout[key], target) for key in args.books}
     out = {
         "command": " ".join(["python", "bench/kb_bench.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

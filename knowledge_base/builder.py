@@ -19,7 +19,7 @@ from characters import Card, create_character, exists, load_card, safe_id, save_
 from fileio import sha256_file
 from knowledge_base import keywords
 from knowledge_base.chunking import chunk_document
-from knowledge_base.embedders import get_embedder
+from knowledge_base.embedders import get_embedder, passage_inputs
 from knowledge_base.reading import TEXT_SUFFIXES, ReadError, read_document
 from knowledge_base.store import (
     FORMAT,
@@ -286,7 +286,7 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     missing = [c for c in all_chunks if c["id"] not in have]
     cache = vector_cache(version.parent, dense, emb.dim)
     try:
-        vectors = embed_with_cache([c["text"] for c in missing], emb.embed, cache, emb.batch,
+        vectors = embed_with_cache(passage_inputs(emb, missing), emb.embed, cache, emb.batch,
                                    lambda d, t: progress("embed", d, t))
     finally:
         cache.close()
@@ -329,5 +329,3 @@ def _read_tokens(version: Path) -> dict[str, list[str]]:
         return {}
     with path.open(encoding="utf-8") as fh:
         return {r["id"]: r["t"] for r in map(json.loads, fh) if r}
-
-

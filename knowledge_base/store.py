@@ -46,6 +46,9 @@ SECOND_OPINION = 0.5  # weight of a complete dense index other than the active o
 NEIGHBOUR_WEIGHT = 0.2
 
 
+READ_BATCH = 5000  # vectors read from Chroma per call when a version is opened
+
+
 class StoreError(RuntimeError):
     """The store is missing, empty or built differently; the message says how to fix it."""
 
@@ -62,6 +65,21 @@ class Hit:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class DenseIndex:
+    """One embedder's vectors, row-aligned with the store's chunks, searched exactly (brute force)."""
+
+    name: str
+    matrix: np.ndarray  # (chunks, dim) float32, L2-normalised; zero rows for chunks it lacks
+    weight: float = 1.0
+
+    def top(self, vec: np.ndarray, n: int) -> list[int]:
+        """Rows of the n best cosine scores, ties broken by row: identical in every process."""
+        scores = self.matrix @ np.asarray(vec, np.float32)
+        order = np.argsort(-scores, kind="stable")[:n]
+        return [int(r) for r in order]
 
 
 def store_root(character_id: str) -> Path:
@@ -164,17 +182,19 @@ class KnowledgeStore:
         self._row = {c["id"]: i for i, c in enumerate(self.chunks)}
         client = chroma_client(version / "chroma")
         self._collection = self._open_collection(client, self.collection_name)
-        # Every other complete dense index is searched too, as a second opinion (USE beside e5).
-        self._dense_indexes = [(active, self._collection, 1.0)] + [
-            (name, self._open_collection(client, i["collection"]), SECOND_OPINION)
-            for name, i in indexes.items() if name != active and i.get("complete")
-        ]
         count = self._collection.count()
         if count == 0 or not self.chunks:
             raise StoreError(
                 f"The store of '{character_id}' is empty: no passages to search. Add a book with "
                 f"`python gen_chroma.py build {character_id} PATH/TO/BOOK.txt`."
             )
+        # Ranking is exact search over the vectors read once from Chroma (its HNSW query is approximate
+        # and returned a different top 50 for the same question in two processes). Every other complete
+        # dense index is searched too, as a second opinion (USE beside e5).
+        self._dense_indexes = [DenseIndex(active, self._read_vectors(self._collection), 1.0)] + [
+            DenseIndex(name, self._read_vectors(self._open_collection(client, i["collection"])), SECOND_OPINION)
+            for name, i in indexes.items() if name != active and i.get("complete")
+        ]
         self.tokenize = keywords.tokenizer_for(self.manifest.get("names", []))  # this store's own jieba state
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
         self._idf: dict[str, float] = {}
@@ -217,12 +237,26 @@ class KnowledgeStore:
         return current_version(store_root(character_id)) is not None
 
     # ---- searching -----------------------------------------------------------------------
-    def _dense(self, query: str, n: int, name: str | None = None, collection: Any = None) -> list[int]:
-        """Rows of the n nearest chunks in one dense index (default: the active one)."""
-        vec = get_embedder(name or self.embedder_name).embed([query], query=True)[0]
-        res = (collection or self._collection).query(query_embeddings=[vec.tolist()],
-                                                     n_results=min(n, len(self.chunks)), include=[])
-        return [self._row[i] for i in res["ids"][0] if i in self._row]
+    def _read_vectors(self, collection: Any) -> np.ndarray:
+        """The collection's vectors as a matrix row-aligned with ``self.chunks`` (missing rows stay zero)."""
+        matrix: np.ndarray | None = None
+        total = collection.count()
+        for offset in range(0, total, READ_BATCH):
+            got = collection.get(include=["embeddings"], limit=READ_BATCH, offset=offset)
+            vecs = np.asarray(got["embeddings"], dtype=np.float32)
+            if matrix is None:
+                matrix = np.zeros((len(self.chunks), vecs.shape[1]), np.float32)
+            for cid, vec in zip(got["ids"], vecs, strict=True):
+                row = self._row.get(cid)
+                if row is not None:
+                    matrix[row] = vec
+        return matrix if matrix is not None else np.zeros((len(self.chunks), self.dim), np.float32)
+
+    def _dense(self, query: str, n: int, index: DenseIndex | None = None) -> list[int]:
+        """Rows of the n nearest chunks in one dense index (default: the active one), exactly."""
+        index = index or self._dense_indexes[0]
+        vec = get_embedder(index.name).embed([query], query=True)[0]
+        return index.top(vec, n)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """The k passages that best answer ``query``, best first (dense + BM25, rank-fused)."""
@@ -232,16 +266,16 @@ class KnowledgeStore:
         q_tokens = self.tokenize(query)
         bm25, coverage = self._keywords.scores(q_tokens)
         fused: dict[int, float] = {}
-        for name, collection, weight in self._dense_indexes:
-            for rank, row in enumerate(self._dense(query, CANDIDATES, name, collection)):
-                fused[row] = fused.get(row, 0.0) + weight / (RRF_K + rank)
+        for index in self._dense_indexes:
+            for rank, row in enumerate(self._dense(query, CANDIDATES, index)):
+                fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
         if coverage > 0:
-            top = np.argsort(-bm25)[:CANDIDATES]
+            top = np.argsort(-bm25, kind="stable")[:CANDIDATES]
             # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
             for rank, row in enumerate(r for r in top if bm25[r] > 0):
                 fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
         fused = self._with_neighbours(fused)
-        best = sorted(fused, key=lambda r: -fused[r])[:k]
+        best = sorted(fused, key=lambda r: (-fused[r], r))[:k]  # ties broken by position: repeatable
         hits = []
         for row in best:
             c = self.chunks[row]
@@ -287,7 +321,7 @@ class KnowledgeStore:
             "embedder": self.embedder_name,
             "dim": self.dim,
             "collection": self.collection_name,
-            "searching": [name for name, _, _ in self._dense_indexes] + ["bm25"],
+            "searching": [index.name for index in self._dense_indexes] + ["bm25"],
             "indexes": {n: {"dim": i["dim"], "complete": i["complete"]} for n, i in m["dense"].items()},
             "files": len(m["files"]),
             "chunks": len(self.chunks),

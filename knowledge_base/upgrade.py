@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from characters import safe_id
-from knowledge_base.embedders import get_embedder
+from knowledge_base.embedders import get_embedder, passage_inputs
 from knowledge_base.store import (
     chroma_client,
     copy_index,
@@ -124,7 +124,7 @@ def upgrade(character_id: str, target: str = UPGRADE_EMBEDDER, progress: Progres
         chunks = read_chunks(version)
         cache = vector_cache(root, target, emb.dim)
         try:
-            vectors = embed_with_cache([c["text"] for c in chunks], emb.embed, cache, emb.batch,
+            vectors = embed_with_cache(passage_inputs(emb, chunks), emb.embed, cache, emb.batch,
                                        lambda d, t: report("embed", d, t))
         finally:
             cache.close()
