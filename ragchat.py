@@ -112,6 +112,7 @@ class Companion:
         self._llm = llm
         self.retriever = StoreRetriever(character_id=self.card.id, k=k or self.mode.k)
         self._k = k
+        self.greeting_index = 0  # which of the card's greetings opens the conversation (character cards)
         try:  # a card's lorebook (cards/): its entries enter the prompt when the conversation names them
             book = load_lorebook(self.card.id) if self.card.id else None
         except CharacterError as exc:
@@ -186,6 +187,10 @@ class Companion:
         return system_prompt(self.card, self.mode, self.budget, self.world.head())
 
     def greeting(self) -> str:
+        """Her opening line: the card's greeting, or the alternative the reader picked (``greeting_index``)."""
+        options = [g for g in (self.card.greeting, *self.card.greetings) if g]
+        if options and 0 <= self.greeting_index < len(options):
+            return options[self.greeting_index]
         return prompting.greeting(self.card)
 
     # ---- prompt ---------------------------------------------------------------------------

@@ -64,3 +64,16 @@ def test_an_imported_card_chats_without_a_book_and_the_page_names_the_lore_that_
     notes = " ".join(texts(at.caption))
     assert "World info:" in notes and "storm" in notes, notes
 
+
+
+def test_a_cards_alternate_greetings_are_offered_as_choices(app_env: Path) -> None:
+    from cards.transfer import import_card
+    from tests.card_samples import b64, png_card, v2_card
+
+    cid = import_card(png_card({"chara": b64(v2_card())}), "mira.png").card.id
+    at = start()
+    at.selectbox(key="character").set_value(cid).run()
+    assert "spyglass" in at.chat_message[0].markdown[0].value
+    at.selectbox(key=f"greeting-{cid}").set_value(1).run()
+    assert_clean(at)
+    assert "Storm's coming" in at.chat_message[0].markdown[0].value

@@ -72,6 +72,7 @@ def server(tiny_qwen_dir: Path, zhiyin_home: Path, tmp_path: Path):  # noqa: F81
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "start.py", "--headless", "--port", str(port)], cwd=REPO, env=env,
+                                stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

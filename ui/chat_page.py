@@ -277,6 +277,11 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
     conv = get_conversation(card, mode, settings, reader)
     portrait = avatar_path(card)
     avatar = str(portrait) if portrait else None
+    greetings = [g for g in (card.greeting, *card.greetings) if g]
+    if conv is not None and len(greetings) > 1:  # a character card's alternate greetings, offered as choices
+        conv.companion.greeting_index = st.sidebar.selectbox(
+            "Her greeting", range(len(greetings)), key=f"greeting-{card.id}",
+            format_func=lambda i: greetings[i][:60] + ("…" if len(greetings[i]) > 60 else ""))
     ready = conv is not None and chat.has_knowledge(card.id)
     pending = None
     slot = st.sidebar.container()  # the conversation parts of the sidebar, filled at the end
