@@ -152,7 +152,8 @@ def main() -> int:
     best = sorted(fusions, key=lambda v: tuple(-sum(variants[v][s][m] for s in sets) for m in ("r@5", "r@1", "r@20")))
     out = {"command": " ".join(["python", "bench/kb_fusion.py", *sys.argv[1:]]), "chunks_searched": len(rows),
            "chunks": len(chunks), "questions": {s: len(q) for s, q in sets.items()}, "query_ms": query_ms,
-           "alone": {n: variants[n] for n in ranked}, "best_fusions": {v: variants[v] for v in best[:15]}}
+           "alone": {n: variants[n] for n in ranked}, "best_fusions": {v: variants[v] for v in best[:15]},
+           "all": {v: variants[v] for v in best}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     for v in list(ranked) + best[:10]:

@@ -44,6 +44,11 @@ SECOND_OPINION = 0.5  # weight of a complete dense index other than the active o
 # A passage's neighbours in its source add this share of their score: the episode a question is
 # about usually spans several chunks, and the answer sits beside the ones that match best.
 NEIGHBOUR_WEIGHT = 0.2
+# Active indexes strong enough to rank alone: the weak rankers' votes (USE, BM25, neighbour sharing)
+# pull EmbeddingGemma down. On P&P (bench/kb_fusion.py, bench/results/kb_fusion_pp.json) it scored
+# recall@5 0.62 / 0.75 (ours / held-out) alone and 0.50 / 0.55 fused as for e5; the issue's 红楼梦
+# figures fell the same way (0.79 alone, 0.50-0.74 fused). No fusion weight beat it alone there.
+RANKS_ALONE = {"embeddinggemma"}
 
 
 READ_BATCH = 5000  # vectors read from Chroma per call when a version is opened
@@ -265,8 +270,11 @@ class KnowledgeStore:
             return []
         q_tokens = self.tokenize(query)
         bm25, coverage = self._keywords.scores(q_tokens)
+        alone = self.embedder_name in RANKS_ALONE
+        if alone:
+            coverage = 0.0
         fused: dict[int, float] = {}
-        for index in self._dense_indexes:
+        for index in self._dense_indexes[:1] if alone else self._dense_indexes:
             for rank, row in enumerate(self._dense(query, CANDIDATES, index)):
                 fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
         if coverage > 0:
@@ -274,7 +282,8 @@ class KnowledgeStore:
             # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
             for rank, row in enumerate(r for r in top if bm25[r] > 0):
                 fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
-        fused = self._with_neighbours(fused)
+        if not alone:
+            fused = self._with_neighbours(fused)
         best = sorted(fused, key=lambda r: (-fused[r], r))[:k]  # ties broken by position: repeatable
         hits = []
         for row in best:
@@ -321,7 +330,8 @@ class KnowledgeStore:
             "embedder": self.embedder_name,
             "dim": self.dim,
             "collection": self.collection_name,
-            "searching": [index.name for index in self._dense_indexes] + ["bm25"],
+            "searching": [self.embedder_name] if self.embedder_name in RANKS_ALONE
+            else [index.name for index in self._dense_indexes] + ["bm25"],
             "indexes": {n: {"dim": i["dim"], "complete": i["complete"]} for n, i in m["dense"].items()},
             "files": len(m["files"]),
             "chunks": len(self.chunks),

@@ -63,3 +63,17 @@ def test_two_processes_rank_every_question_identically_and_exactly(tmp_path):
         scores = matrix @ emb.embed([q], query=True)[0]
         assert runs[0][q]["dense"] == np.argsort(-scores, kind="stable")[:50].tolist()
     assert len(runs[0][QUERIES[0]]["hits"]) == 10
+
+
+def test_an_index_that_ranks_alone_is_not_mixed_with_bm25_or_neighbours(tmp_path, monkeypatch):
+    from knowledge_base import store as store_module
+
+    build("rep", [_book(tmp_path / "book.txt")], lang="zh", embedder="use")
+    store = KnowledgeStore.open("rep")
+    q = "妙玉泡茶用的是什么水？"
+    fused = [h.chunk_id for h in store.search(q, k=10)]
+    monkeypatch.setattr(store_module, "RANKS_ALONE", {"use"})  # as if USE were EmbeddingGemma
+    alone = [h.chunk_id for h in store.search(q, k=10)]
+    assert alone == [store.chunks[r]["id"] for r in store._dense(q, 10)]
+    assert alone != fused  # BM25 and the neighbours did move this question's ranking before
+    assert store.stats()["searching"] == ["use"]
