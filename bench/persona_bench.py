@@ -256,9 +256,9 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def rejudge() -> int:
+def rejudge(results: Path) -> int:
     """Apply this file's (possibly corrected) rules to every stored answer; the style figures are kept."""
-    data = json.loads(RESULTS.read_text(encoding="utf-8"))
+    data = json.loads(results.read_text(encoding="utf-8"))
     items = {cid: v for cid, v in json.loads(DATA.read_text(encoding="utf-8")).items() if not cid.startswith("_")}
     for run in data["runs"]:
         for cid, rows in run["rows"].items():
@@ -267,7 +267,7 @@ def rejudge() -> int:
                 r.clear()
                 r.update(keep | judge(keep["answer"], cid, keep["q"], items[cid][keep["i"]]))
             run["characters"][cid] = summarise(rows) | {"style": run["characters"][cid]["style"]}
-    write_text_atomic(RESULTS, json.dumps(data, ensure_ascii=False, indent=1))
+    write_text_atomic(results, json.dumps(data, ensure_ascii=False, indent=1))
     print_table(data["runs"])
     return 0
 
@@ -295,11 +295,13 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path("/tmp/zhiyin-persona-bench"),
                         help="this bench's home: this checkout's cards over the shared stores")
     parser.add_argument("--no-save", action="store_true", help="print, do not write the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where the runs are kept (a run from a copy of the code can write into the checkout)")
     parser.add_argument("--rejudge", action="store_true",
                         help="judge the stored answers again with this file's rules (no model run)")
     args = parser.parse_args()
     if args.rejudge:
-        return rejudge()
+        return rejudge(args.results)
     missing = [b for b in BOOKS.values() if not (CORPUS / b).is_file()]
     if missing:
         print(f"error: {', '.join(missing)} not found in {CORPUS}; put the corpus there.", file=sys.stderr)
@@ -320,12 +322,12 @@ def main() -> int:
     print_table([run])
     if args.no_save:
         return 0
-    old = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {"runs": []}
+    run["command"] = "python bench/persona_bench.py " + " ".join(sys.argv[1:])
+    old = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {"runs": []}
     runs = [r for r in old["runs"] if r["label"] != label] + [run]
-    payload = {"command": "python bench/persona_bench.py " + " ".join(sys.argv[1:]), "targets": TARGETS, "runs": runs}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS, json.dumps(payload, ensure_ascii=False, indent=1))
-    print(f"wrote {RESULTS.relative_to(REPO)}", file=sys.stderr)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.results, json.dumps({"targets": TARGETS, "runs": runs}, ensure_ascii=False, indent=1))
+    print(f"wrote {args.results}", file=sys.stderr)
     return 0
 
 
