@@ -58,6 +58,9 @@ class Card:
     avatar: str = ""  # file under avatars/ (or a path relative to the character folder)
     # From community character cards (cards/); empty for a character made here.
     scenario: str = ""  # the circumstances of the conversation, in every prompt
+    # Her world's limits, in her terms (what she cannot know): shown in role-play, and it turns on the
+    # guard against modern words (persona/guard.py). Empty for a character of our own time.
+    era: str = ""
     greetings: list[str] = field(default_factory=list)  # alternate greetings, offered besides ``greeting``
     system_prompt: str = ""  # replaces the mode's rules in role-play; {{original}} stands for them
     post_history_instructions: str = ""  # replaces the reminder after the question; {{original}} likewise

@@ -4,9 +4,9 @@ The texts themselves live in ``prompts/<lang>.yaml`` (a character may override a
 ``knowledge/<id>/prompts.yaml``); this module only decides what goes where and how much of it.
 The order serves llama.cpp's prefix cache:
 
-    [system: card + mode rules]  static for the whole conversation
+    [system: card + her classic scenes + mode rules]  static for the whole conversation
     (+ a summary of turns dropped from the history: changes only when the history is trimmed)
-    [earlier turns, verbatim]    unchanged since they were sent
+    [earlier turns, verbatim]                         unchanged since they were sent
     [this turn: new passages + her own lines + what she remembers of the reader + the question]
 
 so a follow-up evaluates only what is new. Why each budget has its value: docs/ragchat.md.
@@ -43,14 +43,18 @@ def count_tokens(text: str) -> int:
 class Budget:
     """Token budgets for each part of the prompt (the answer's own budget is max_tokens)."""
 
-    card: int = 600  # persona, speaking style, example exchanges and the mode's rules
+    # The whole static head: persona, speaking style, her era, example exchanges, her classic scenes and
+    # the mode's rules. Its llama.cpp state is saved once (llm/prompt_state.py), so its size costs nothing
+    # per turn; the scenes take what the rest leaves, up to ``scenes`` (docs/persona.md).
+    card: int = 1500
     dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
+    scenes: int = 900  # her classic scenes from the book (persona/scenes.py, role-play), inside ``card``
     passages: int = 700  # the first turn's passages
     # A follow-up's passages are read while the reader waits (all before them is cached): small.
     followup_passages: int = 80
     passage: int = 260  # one passage's most
-    examples: int = 120  # her own lines from the passages
-    followup_examples: int = 0  # the first turn's lines stay in the conversation
+    examples: int = 120  # her own lines closest to the question (from the passages and the whole book)
+    followup_examples: int = 40  # one line on a follow-up: cheap, and it keeps her voice on the new topic
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # Over budget, drop the oldest turns down to this share at once, so the following turns append
     # to an unchanged prefix instead of shifting it every turn (1.0 = a sliding window).
@@ -146,6 +150,11 @@ class Mode:
     # A first turn's passages are evaluated while the reader waits (her head is restored from a saved
     # state, llm/prompt_state.py): at ~90 tokens/s on 2 cores this caps the wait for her first word.
     first_passages: int = 700
+    max_tokens: int = 384  # the answer's cap in this mode (Settings.max_tokens may only lower it)
+    # In character: the card's ``era`` line in the head, her era's modern words steered away and guarded,
+    # assistant talk guarded (persona/guard.py). Loops and echoes are guarded in every mode.
+    in_character: bool = False
+    lines: tuple[int, int] = (3, 0)  # her own lines shown on a first turn, on a follow-up
     # A card's system_prompt / post_history_instructions replace the rules / reminder (V2, {{original}}
     # standing for ours): role-play is the chat cards are written for; reader mode keeps its citing rules.
     card_prompts: bool = False
@@ -159,10 +168,12 @@ MODES: Registry[Mode] = Registry("mode")
 # Reader: excerpts of ten passages put the answer in the prompt for 18 of 20 questions (whole: 12);
 # the question first and a someone-else reminder lifted accuracy to 0.65-0.70 (docs/ragchat.md).
 _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
-               temperature_setting="reader_temperature", first_passages=600)
-# Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact,
-# and her first word should come within ~4 s.
-_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=260)
+               temperature_setting="reader_temperature", first_passages=600, max_tokens=320)
+# Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact, and
+# her first word should come within ~4 s. Two or three sentences need ~80 tokens: a cap of 160 leaves
+# room and cuts a loop short.
+_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=260, max_tokens=160,
+                 in_character=True, lines=(2, 1))
 for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
 
@@ -182,12 +193,26 @@ def dialogue_block(card: Card, texts: dict[str, Any], budget: int) -> str:
     return lab["dialogue"] + "\n" + "\n\n".join(shown) if shown else ""
 
 
-def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] | None = None) -> str:
-    """The static head of every prompt: who she is, how she speaks, example exchanges, the mode's rules.
+def _fit(blocks: list[str], label: str, room: int) -> str:
+    """``label`` and as many of ``blocks`` as fit ``room`` tokens, in order ('' when none fits)."""
+    shown: list[str] = []
+    for block in blocks:
+        if count_tokens("\n\n".join([label, *shown, block])) > room:
+            break
+        shown.append(block)
+    return label + "\n" + "\n\n".join(shown) if shown else ""
+
+
+def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] | None = None,
+                  scenes: list[str] | None = None) -> str:
+    """The static head of every prompt: who she is, how she speaks, her era, example exchanges, her classic
+    scenes from the book, the mode's rules.
 
     ``world``: the lorebook's stable entries by place (cards.worldinfo.WorldInfo.head), kept within
-    Budget.lore and never cut here."""
+    Budget.lore and never cut here. ``scenes``: her exchanges from the book (persona.scenes.head_scenes),
+    as many as the room the rest leaves (up to Budget.scenes)."""
     texts = texts_for(card)
+    lab = texts["labels"]
     rules = mode.text(texts, "rules", card.name)
     if mode.card_prompts:
         rules = with_original(card.system_prompt, rules)
@@ -195,12 +220,15 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
     room = budget.card - count_tokens(rules) - 2
     # The exchanges never take more than half of what the rules leave: the persona comes first.
     dialogue = dialogue_block(card, texts, min(budget.dialogue, room // 2)) if mode.examples else ""
-    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip(), card.scenario.strip()) if p)
+    era = f"{lab.get('era', '')}\n{card.era.strip()}".strip() if mode.in_character and card.era.strip() else ""
+    head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip(), card.scenario.strip(), era) if p)
     room -= count_tokens(dialogue) + 2 if dialogue else 0
     while head and count_tokens(head) > room:  # an over-long card is cut, never the rules at its end
         head = head[: int(len(head) * 0.9)]
+    room -= count_tokens(head) + 2 if head else 0
     lore_after = "\n\n".join(world[p] for p in ("after_desc", "personality", "scenario") if world.get(p))
-    return "\n\n".join(p for p in (world.get("before_desc", ""), head, lore_after, dialogue, rules) if p)
+    shown = _fit(scenes or [], lab.get("scenes", ""), min(budget.scenes, room)) if mode.examples else ""
+    return "\n\n".join(p for p in (world.get("before_desc", ""), head, lore_after, shown, dialogue, rules) if p)
 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],

@@ -29,6 +29,8 @@ from characters import Card, CharacterError, has_books, load_card, load_lorebook
 from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
+from llm.common import REPETITION, steering
+from persona.guard import Gate, Rules
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
 
@@ -126,6 +128,8 @@ class Companion:
         # What she remembers about the reader: an object with ``recall(question, budget=, follow_up=,
         # replayed=) -> list[str]`` (conversations.memory.Recall for a saved conversation); None: nothing.
         self.memory = memory
+        self._scenes: list[str] | None = None  # her classic scenes for the head (persona/scenes.py), once
+        self.last_guard: list[str] = []  # why the last answer was regenerated or continued (persona/guard.py)
 
     # ---- parts --------------------------------------------------------------------------
     @property
@@ -159,6 +163,7 @@ class Companion:
         """Switch reader/roleplay; the conversation restarts since the system prompt changes."""
         if mode != self.mode.name:
             self.mode = MODES.create(mode)
+            self._scenes = None
             self.retriever = StoreRetriever(character_id=self.card.id, k=self._k or self.mode.k)
             self.reset()
 
@@ -183,8 +188,24 @@ class Companion:
         return bool(prepare and prepare(self.system()))
 
     def system(self) -> str:
-        """The prompt's static head (with her lorebook's stable entries, when she has a lorebook)."""
-        return system_prompt(self.card, self.mode, self.budget, self.world.head())
+        """The prompt's static head (with her lorebook's stable entries, when she has a lorebook, and her
+        classic scenes from the book in role-play)."""
+        return system_prompt(self.card, self.mode, self.budget, self.world.head(), self.scenes())
+
+    def scenes(self) -> list[str]:
+        """Her exchanges from the book for the head, chosen once (cached on disk per book: persona/scenes.py)."""
+        if self._scenes is None:
+            self._scenes = []
+            if self.mode.examples and self.budget.scenes > 0:
+                from persona.scenes import head_scenes
+
+                try:
+                    self._scenes = head_scenes(self.card, self.budget.scenes)
+                except Exception as exc:  # her voice is an extra: a book that fails here still answers
+                    import logging
+
+                    logging.getLogger("zhiyin.persona").warning("no classic scenes for %s: %s", self.card.id, exc)
+        return self._scenes
 
     def greeting(self) -> str:
         """Her opening line: the card's greeting, or the alternative the reader picked (``greeting_index``)."""
@@ -207,21 +228,32 @@ class Companion:
             return [(e.hit, e.text) for e in picked]
         return whole_passages(fresh, budget, self.budget.passage, self.lang)
 
-    def _own_lines(self, hits: list[Hit]) -> list[str]:
-        """A few lines the character herself speaks in the retrieved passages (how she talks about this)."""
+    def _own_lines(self, text: str, hits: list[Hit]) -> list[str]:
+        """Lines of hers on this question, within the examples budget: in turn one from the retrieved
+        passages (ranked by the hybrid search) and one of her whole book's closest in meaning (USE)."""
         from dialogue import extract_lines  # the same rules that build fine-tuning data
+        from persona import scenes
 
-        lines, used = [], 0
+        most = self.mode.lines[1 if self.history else 0]
         budget = self.budget.followup_examples if self.history else self.budget.examples
-        for h in hits:
-            for line in extract_lines(h.text, self.card.names, language=self.lang):
-                said = line.output.strip()
-                cost = count_tokens(said)
-                if said in lines or used + cost > budget:
-                    continue
+        if most <= 0 or budget <= 0:
+            return []
+        found = [x.output.strip() for h in hits for x in extract_lines(h.text, self.card.names, language=self.lang)]
+        try:
+            near = scenes.nearest_lines(scenes.embed_question(text), scenes.book_voice(self.card), most)
+        except Exception:  # no embedder: the passages' lines alone, as before
+            near = []
+        mixed = [x for pair in zip(found, near, strict=False) for x in pair]
+        mixed += found[len(mixed) // 2:] + near[len(mixed) // 2:]
+        lines, used = [], 0
+        for said in dict.fromkeys(x for x in mixed if x):
+            cost = count_tokens(said)
+            if used + cost <= budget:
                 lines.append(said)
                 used += cost
-        return lines[:3]
+            if len(lines) == most:
+                break
+        return lines
 
     def _trim(self) -> None:
         """Drop the oldest turns from the replayed history in one step when it overflows its budget."""
@@ -266,7 +298,7 @@ class Companion:
         t0 = time.perf_counter()
         hits = [hit_of(d) for d in self.retriever.invoke(text, config={"callbacks": callbacks})]
         passages = self._passages(text, hits)
-        lines = self._own_lines(hits) if self.mode.examples else []
+        lines = self._own_lines(text, hits) if self.mode.examples else []
         history = self._history_messages()
         system = self.system()
         summary = self._summary()
@@ -337,13 +369,10 @@ class Companion:
             restore = getattr(self.llm, "restore_prefix", None)
             if restore is not None and not self.history:  # a first turn: load her prompt head's saved state
                 restore(str(prepared.messages[0].content))
-            sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
-            for chunk in self.llm.stream(prepared.messages, config={"callbacks": run.get_child()}, **sampling):
-                piece = chunk.content if isinstance(chunk.content, str) else ""
-                if not piece:
+            for piece in self._guarded(prepared, text, run, sampling):
+                if piece is None:  # the model's first token, before the guard lets text through
+                    first = first or time.perf_counter()
                     continue
-                if first is None:
-                    first = time.perf_counter()
                 answer.append(piece)
                 yield TextDelta(piece)
             ok = True
@@ -366,6 +395,67 @@ class Companion:
         from llm import model_label
 
         yield Done(full, prepared.sources, timings, prepared.tokens, prepared.warning, model_label(self.llm))
+
+    def _rules(self, text: str) -> Rules:
+        """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
+        era's words and assistant talk in character."""
+        words = prompting.texts_for(self.card).get("guard") or {}
+        era = self.mode.in_character and bool(self.card.era.strip())
+        return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
+                     tuple(words.get("assistant") or ()) if self.mode.in_character else (),
+                     echo=self.mode.in_character)  # a reader's answer may well restate the question
+
+    def _guarded(self, prepared: PreparedTurn, text: str, run: Any, sampling: dict[str, Any]) -> Iterator[str | None]:
+        """The answer's text as the guard lets it through (None marks the model's first token).
+
+        Sampling carries this mode's repetition control and the words of the modern world to steer away
+        from. An answer that trips the guard before anything of it was shown is regenerated once with other
+        dice; one that trips later is continued once from what was shown (or ends there, on a backend that
+        cannot continue an answer). If nothing passes, she says the card's language's fallback line."""
+        rules = self._rules(text)
+        sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
+        cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any
+        sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))
+        kwargs = steering(self.llm, REPETITION.get(self.mode.name), rules.modern) | sampling
+        messages, said = prepared.messages, prepared.prefill
+        self.last_guard = []
+        for attempt in range(2):
+            gate = Gate(rules, before=said, continuing=said != prepared.prefill)
+            finish = ""
+            stream = self.llm.stream(messages, config={"callbacks": run.get_child()}, **kwargs)
+            try:
+                for chunk in stream:
+                    finish = (chunk.response_metadata or {}).get("finish_reason") or finish
+                    piece = chunk.content if isinstance(chunk.content, str) else ""
+                    if not piece:
+                        continue
+                    yield None
+                    out = gate.feed(piece)
+                    if out:
+                        said += out
+                        yield out
+                    if gate.reason:
+                        break
+            finally:
+                stream.close()  # stops llama.cpp generating what the guard refused
+            out = gate.close(cut_off=finish == "length")
+            if out:
+                said += out
+                yield out
+            if not gate.reason:
+                return
+            self.last_guard.append(gate.reason)
+            if attempt or (said != prepared.prefill and not getattr(self.llm, "supports_prefill", False)):
+                break
+            seed = kwargs.get("seed", getattr(self.llm, "seed", None))
+            kwargs["seed"] = (int(seed) if seed is not None else 0) + 1  # other dice, the same prompt
+            if said != prepared.prefill:  # continue what was shown, as the answer's given start
+                base = prepared.messages[:-1] if prepared.prefill else prepared.messages
+                messages = [*base, AIMessage(said)]
+        if said.strip() == prepared.prefill.strip():
+            fallback = str((prompting.texts_for(self.card).get("guard") or {}).get("fallback") or "")
+            if fallback:
+                yield fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
 
     def _record(self, prepared: PreparedTurn, answer: str) -> None:
         self._record_turn(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,

@@ -19,7 +19,7 @@ from cards import spec
 from characters import Card
 
 NS = "zhiyin"  # our key in extensions (V2: namespace what you store there)
-ZHIYIN_FIELDS = ("language", "aliases", "source_work", "description", "voice")
+ZHIYIN_FIELDS = ("language", "aliases", "source_work", "description", "voice", "era")  # era: persona branch
 # Zhiyin's field <-> the card's field, for fields whose text the import resolves (export restores it).
 TEXT_FIELDS = {"persona": "description", "speaking_style": "personality", "scenario": "scenario",
                "greeting": "first_mes", "system_prompt": "system_prompt",
@@ -94,8 +94,8 @@ def card_from_v3(v3: dict, character_id: str) -> Card:
     aliases = ours.get("aliases") if isinstance(ours.get("aliases"), list) else [nick] if nick and nick != name else []
     card = Card(
         id=character_id, name=name, language=lang, aliases=[str(a) for a in aliases],
-        source_work=str(ours.get("source_work") or ""), description=str(ours.get("description") or "")
-        or _caption(data, r(data["description"])),
+        source_work=str(ours.get("source_work") or ""), era=str(ours.get("era") or ""),
+        description=str(ours.get("description") or "") or _caption(data, r(data["description"])),
         example_dialogue=parse_examples(r(data["mes_example"]), [name, nick, char], [user, "user", "you"]),
         voice={str(k): str(v) for k, v in ours["voice"].items()} if isinstance(ours.get("voice"), dict) else {},
         greetings=[r(g) for g in data["alternate_greetings"]], creator_notes=data["creator_notes"],

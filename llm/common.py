@@ -1,10 +1,12 @@
 """What every chat backend shares: the missing-model error, the ChatML template, message
-conversion, stop-string merging, and a thread pump that turns callbacks into a stream."""
+conversion, stop-string merging, a thread pump that turns callbacks into a stream, and the one place
+for repetition control and words to steer away from (``Repetition``, ``steering``)."""
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -38,6 +40,66 @@ def merge_stop(*stops: list[str] | None) -> list[str]:
             if s and s not in merged:
                 merged.append(s)
     return merged
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """Loop and echo control in llama.cpp's terms; each backend takes what it has (``for_*``).
+
+    DRY (llama.cpp's "don't repeat yourself" sampler) penalises a token that would extend a sequence
+    already seen in the last ``dry_penalty_last_n`` tokens, more the longer the sequence: it stops the
+    我想去扬州，我想去苏州，我想去… loop without touching a name said twice. The window also covers the end
+    of the prompt (the visitor's words), so saying them back is penalised too, while the passages further
+    up stay free to quote. The numbers were measured with bench/persona_bench.py (docs/persona.md)."""
+
+    repeat_penalty: float = 1.0  # 1.0 = off; divides the logits of tokens in the last repeat_last_n
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    dry_multiplier: float = 0.0  # 0 = off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 192
+    # transformers has no DRY: a generated n-gram (of tokens) may occur at most this often (0 = off).
+    max_ngram_repeats: int = 0
+    ngram: int = 4
+
+    def for_llamacpp(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("max_ngram_repeats", "ngram")}
+
+    def for_openai(self) -> dict[str, Any]:
+        """The two penalties every OpenAI-compatible server accepts (others may refuse unknown fields)."""
+        return {k: v for k, v in (("presence_penalty", self.presence_penalty),
+                                  ("frequency_penalty", self.frequency_penalty)) if v}
+
+
+# Per mode. Reader answers copy the passages' words, so only loops in the answer itself are stopped (a
+# short DRY window); role-play also keeps off the visitor's words and the lines shown to it.
+REPETITION = {
+    "reader": Repetition(dry_multiplier=0.8, dry_penalty_last_n=64, max_ngram_repeats=2),
+    "roleplay": Repetition(repeat_penalty=1.1, frequency_penalty=0.2, dry_multiplier=0.8,
+                           dry_penalty_last_n=192, max_ngram_repeats=2),
+}
+
+
+def word_forms(word: str) -> list[str]:
+    """How a word may appear in generated text: as is, after a space, capitalised (English)."""
+    forms = [word, " " + word]
+    if word[:1].islower():
+        forms += [word[:1].upper() + word[1:], " " + word[:1].upper() + word[1:]]
+    return forms
+
+
+def steering(model: Any, repetition: Repetition | None, avoid: Sequence[str] = ()) -> dict[str, Any]:
+    """Per-call keyword arguments that bring repetition control and the words to avoid to ``model``.
+
+    Our backends (``supports_steering``) take both; an OpenAI-compatible client gets the standard
+    penalties only (a token id to bias means nothing across servers); any other model gets nothing."""
+    if getattr(model, "supports_steering", False):
+        return {"repetition": repetition, "avoid": tuple(avoid)}
+    if type(model).__name__ == "ChatOpenAI" and repetition is not None:
+        return repetition.for_openai()
+    return {}
 
 
 _SENTINEL = object()

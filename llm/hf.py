@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 
 import settings as settings_mod
 from llm import adapters, resident
-from llm.common import CHATML, ModelMissing, merge_stop, openai_messages
+from llm.common import CHATML, ModelMissing, Repetition, merge_stop, openai_messages, word_forms
 from llm.packaged import DEFAULT_MODEL, PACKAGED, SIZES, resolve_gguf
 
 
@@ -141,12 +141,50 @@ def mark_dequantised(model: Any) -> None:
         del model.config.quantization_config
 
 
+def ngram_cap(start: int, n: int, most: int) -> Any:
+    """A logits processor: a token that would make an n-gram of the *generated* tokens occur more than
+    ``most`` times is banned. (transformers' own no_repeat_ngram_size and repetition_penalty also count
+    the prompt, which for Chinese holds nearly every common character: they would bend every answer.)"""
+    import torch
+    from transformers import LogitsProcessor
+
+    class NgramCap(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            for row in range(input_ids.shape[0]):
+                gen = input_ids[row, start:].tolist()
+                if len(gen) < n - 1:
+                    continue
+                prefix = gen[len(gen) - (n - 1):] if n > 1 else []
+                seen: dict[int, int] = {}
+                for i in range(len(gen) - n + 1):
+                    if gen[i:i + n - 1] == prefix:
+                        seen[gen[i + n - 1]] = seen.get(gen[i + n - 1], 0) + 1
+                banned = [t for t, c in seen.items() if c >= most]
+                if banned:
+                    scores[row, banned] = -torch.inf
+            return scores
+
+    return NgramCap()
+
+
+def bad_words(tokenizer: Any, words: list[str] | tuple[str, ...]) -> list[list[int]]:
+    """Token sequences spelling ``words`` (each as is, after a space, capitalised) for ``bad_words_ids``."""
+    out: list[list[int]] = []
+    for word in words:
+        for form in word_forms(word):
+            ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+            if ids and ids not in out:
+                out.append(ids)
+    return out
+
+
 class TransformersChat(BaseChatModel):
     """A local Hugging Face causal LM (optionally with a PEFT LoRA adapter), streaming via a thread."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     supports_prefill: ClassVar[bool] = True  # a trailing AI message is continued (continue_final_message)
+    supports_steering: ClassVar[bool] = True  # ``repetition`` and ``avoid`` per call (llm.common.steering)
     source: HFSource
     trust_remote_code: bool = False
     temperature: float = 0.7
@@ -155,6 +193,7 @@ class TransformersChat(BaseChatModel):
     stop: list[str] | None = None
     seed: int | None = None
     n_threads: int | None = None
+    repetition: Repetition | None = None  # the default when a call gives none
 
     @property
     def _llm_type(self) -> str:
@@ -179,7 +218,7 @@ class TransformersChat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         if self.n_threads:
             torch.set_num_threads(self.n_threads)
@@ -202,6 +241,12 @@ class TransformersChat(BaseChatModel):
             gen |= {"temperature": None, "top_p": None, "top_k": None}
         stops = merge_stop(self.stop, stop, kwargs.get("stop"))
         seed = kwargs.get("seed", self.seed)
+        repetition = kwargs.get("repetition") or self.repetition
+        if repetition is not None and repetition.max_ngram_repeats:
+            gen["logits_processor"] = [ngram_cap(int(inputs["input_ids"].shape[1]), repetition.ngram,
+                                                 repetition.max_ngram_repeats)]
+        if kwargs.get("avoid"):
+            gen["bad_words_ids"] = bad_words(tokenizer, kwargs["avoid"])
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancelled = threading.Event()
 
@@ -218,7 +263,9 @@ class TransformersChat(BaseChatModel):
                 if seed is not None:
                     torch.manual_seed(int(seed))
                 with torch.inference_mode():
-                    out = model.generate(**inputs, **gen, streamer=streamer, stopping_criteria=criteria)
+                    processors = LogitsProcessorList(gen.pop("logits_processor", []))
+                    out = model.generate(**inputs, **gen, streamer=streamer, stopping_criteria=criteria,
+                                         logits_processor=processors)
                 generated.append(int(out.shape[1] - inputs["input_ids"].shape[1]))
             except BaseException as exc:
                 error.append(exc)

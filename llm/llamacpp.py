@@ -2,7 +2,10 @@
 follow-up turn that shares the persona prefix starts fast."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +16,36 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict
 
 from llm import prompt_state, resident
-from llm.common import merge_stop, openai_messages, pump
+from llm.common import Repetition, merge_stop, openai_messages, pump, word_forms
+
+_BANNED: dict[tuple[str, str], list[int]] = {}  # (model file, word) -> the token ids that spell it alone
+_BANNED_LOCK = threading.Lock()
+
+
+def banned_tokens(server: Any, model_path: str, words: Iterable[str]) -> list[int]:
+    """The token ids to ban so the model cannot write ``words``: each form of a word that the model's
+    vocabulary holds as one token (Qwen has 电脑, 人工智能, " Python", " computer" as single tokens).
+    A word spelled by several tokens is left to persona/guard.py: banning its pieces would ban common
+    characters. Asked once per word from llama.cpp's own tokenizer (its /tokenize endpoint)."""
+    ids: list[int] = []
+    for word in words:
+        key = (model_path, word)
+        with _BANNED_LOCK:
+            known = _BANNED.get(key)
+        if known is None:
+            known = []
+            for form in word_forms(word):
+                req = urllib.request.Request(f"{server.listening_address}/tokenize",
+                                             data=json.dumps({"content": form}).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    tokens = json.load(resp).get("tokens", [])
+                if len(tokens) == 1:
+                    known.append(int(tokens[0]))
+            with _BANNED_LOCK:
+                _BANNED[key] = known
+        ids += [i for i in known if i not in ids]
+    return ids
 
 
 def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
@@ -48,6 +80,8 @@ class LlamaCppChat(BaseChatModel):
 
     # A trailing AI message is continued, not answered (llama.cpp's server treats it as a prefill).
     supports_prefill: ClassVar[bool] = True
+    # Takes ``repetition`` (llm.common.Repetition) and ``avoid`` (words to ban) per call.
+    supports_steering: ClassVar[bool] = True
     model_path: str
     n_ctx: int = 4096
     n_threads: int = 2
@@ -56,6 +90,7 @@ class LlamaCppChat(BaseChatModel):
     max_tokens: int = 384
     stop: list[str] | None = None
     seed: int | None = None
+    repetition: Repetition | None = None  # the default when a call gives none
 
     @property
     def _llm_type(self) -> str:
@@ -99,6 +134,12 @@ class LlamaCppChat(BaseChatModel):
         seed = kwargs.get("seed", self.seed)
         if seed is not None:
             req["seed"] = seed
+        repetition = kwargs.get("repetition") or self.repetition
+        if repetition is not None:
+            req |= repetition.for_llamacpp()
+        avoid = kwargs.get("avoid") or ()
+        if avoid:
+            req["logit_bias"] = [[i, False] for i in banned_tokens(self.server, self.model_path, avoid)]
         return req
 
     @staticmethod

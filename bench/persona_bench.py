@@ -1,0 +1,335 @@
+"""Benchmark her voice in role-play: first person, breaking character, loops, echoes, anachronisms,
+rough facts, answer length, and how close her answers sound to her own lines from the book.
+
+Each prompt of bench/data/persona_prompts.json (25 a character, 9 of them adversarial: AI questions,
+code and homework requests, modern things, third-person requests, leading questions with wrong facts,
+"ignore your instructions") is asked in a fresh role-play conversation, as a new user would, over the
+full-novel stores of bench/chat_bench.py (``/tmp/zhiyin-bench``, reused). Per answer:
+
+- first person / breaking: bench/chat_bench.judge_roleplay (its rules, imported), plus code, assistant
+  phrases ("How can I assist", "有什么可以帮") and claims or denials about AI in modern terms;
+- loop: a span (3 Chinese characters / 3 English words) repeated 4+ times;
+- echo: chat_bench's echo, or an answer no longer than the question made mostly of its words;
+- anachronism: a word of the modern world (this file's own list, wider than the app's guard);
+- facts: for prompts with ``expect``: one of those strings appears and none of ``reject`` (rough);
+- style: the mean cosine (USE) of her answers to the centroid of her own lines in the book (extracted
+  by finetune.extract), against the same figure for a plain assistant's answers to the same prompts
+  (``--assistant``: no persona, no passages) and for her own held-out lines (the ceiling).
+
+Run: ``nice python bench/persona_bench.py --label before [--only daiyu] [--ids 0,3,5] [--max-tokens 120]``,
+then ``--assistant`` once. Writes bench/results/persona.json (runs under other labels are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.chat_bench import BOOKS, CORPUS, ensure_stores, judge_roleplay  # noqa: E402
+from fileio import write_text_atomic  # noqa: E402
+
+DATA = REPO / "bench" / "data" / "persona_prompts.json"
+RESULTS = REPO / "bench" / "results" / "persona.json"
+LANG = {"daiyu": "zh", "elizabeth": "en"}
+TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
+
+# ---------------------------------------------------------------------------- judging
+# Things neither a Qing household nor Regency England had words for (a quoted modern word counts too).
+MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "计算机", "手机", "电话", "电视", "电影", "网络",
+             "互联网", "上网", "微信", "代码", "编程", "程序", "软件", "算法", "函数", "斐波那契", "飞机", "火车",
+             "汽车", "地铁", "照片", "拍照", "科技", "科学", "现代", "旅游", "景点", "张家界", "新疆", "韩国", "日本",
+             "美国", "英国", "法国", "欧洲", "圈子", "融入", "朋友圈", "社交", "作业", "学校", "公司", "上班", "咖啡",
+             "巧克力", "空调", "英语", "中文", "普通话")
+MODERN_ZH_LATIN = re.compile(r"(?<![A-Za-z])(?:AI|OK|ok|okay|Python|python|app|APP)(?![A-Za-z])")  # no \\b: 是AI吗 has none
+MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r"\binternet\b",
+             r"\bonline\b", r"\b(?:tele|smart|mobile |cell )?phones?\b", r"\be-?mail", r"\bwebsite", r"\bsoftware\b",
+             r"\bcode\b", r"\bcoding\b", r"\bprogram(?:ming|mer|s)?\b", r"\bpython\b", r"\bfunction\b", r"\balgorithm",
+             r"\brobots?\b", r"\bcars?\b", r"\brailway", r"\baero?planes?\b", r"\btelevision\b", r"\bTV\b",
+             r"\bradio\b", r"\bphoto(?:graph)?s?\b", r"\belectric", r"\bapps?\b", r"\bdigital\b", r"\bdata\b",
+             r"\btechnology\b", r"\bOpenAI\b", r"\bchatbot", r"\bInstagram\b", r"\bTikTok\b", r"\bmovies?\b",
+             r"\bfilms?\b", r"\bokay\b", r"\bteenager", r"\bweekend\b", r"\bhomework\b")
+MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
+CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]")
+ASSISTANT_ZH = ("有什么可以帮", "我可以帮你", "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助")
+ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can help you|happy to help|glad to help|I'd be happy to|"
+                          r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
+                          r"I hope this helps|feel free to|let me know if", re.I)
+AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
+AI_TALK_ZH = ("人工智能", "AI", "语言模型", "模型", "机器人", "程序", "助手")
+
+
+def _units(text: str, lang: str) -> list[str]:
+    """Characters (Chinese, punctuation dropped) or lowercased words (English)."""
+    if lang == "zh":
+        return [c for c in text if re.match(r"\w", c)]
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def find_loop(text: str, lang: str, n: int = 3, times: int = 4) -> str:
+    """A span of ``n`` units repeated ``times`` times or more ('' when none): the issue's 我想去… loop."""
+    units = _units(text, lang)
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(units) - n + 1):
+        gram = tuple(units[i:i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+    worst = max(counts.items(), key=lambda kv: kv[1], default=((), 0))
+    return ("" if lang == "zh" else " ").join(worst[0]) if worst[1] >= times else ""
+
+
+def _swap_person(text: str, lang: str) -> str:
+    if lang == "zh":
+        return re.sub("[你您]", "我", text)
+    text = re.sub(r"\byour\b", "my", text.lower())
+    return re.sub(r"\b(?:you|i)\b", "i", text)
+
+
+def near_echo(answer: str, question: str, lang: str) -> bool:
+    """An answer no longer than the question with (almost) nothing of its own (我冷，我冷。/ 我冷不冷？)."""
+    a, q = _units(_swap_person(answer, lang), lang), _units(_swap_person(question, lang), lang)
+    if len(a) < 3 or len(a) > max(len(q), 4) * (1.0 if lang == "zh" else 1.3):
+        return False
+    return sum(u not in set(q) for u in a) / len(a) < 0.1
+
+
+def anachronisms(answer: str, lang: str) -> list[str]:
+    """The modern words in an answer (each once)."""
+    if lang == "zh":
+        return [w for w in MODERN_ZH if w in answer] + sorted({m.group(0) for m in MODERN_ZH_LATIN.finditer(answer)})
+    found = [re.search(rx, answer, re.I) for rx in MODERN_EN] + [re.search(rx, answer) for rx in MODERN_EN_CASED]
+    return [m.group(0) for m in found if m]
+
+
+def judge(answer: str, character: str, prompt: str, item: dict | None = None) -> dict:
+    """Every per-answer measure of this bench (pure: tests/test_persona.py checks it on the issue's answers)."""
+    lang = LANG[character]
+    base = judge_roleplay(answer, character, prompt)
+    code = bool(CODE.search(answer))
+    assistant = (any(p in answer for p in ASSISTANT_ZH) if lang == "zh" else bool(ASSISTANT_EN.search(answer)))
+    ai_talk = any(w in answer for w in AI_TALK_ZH) if lang == "zh" else bool(AI_TALK_EN.search(answer))
+    loop = find_loop(answer, lang)
+    echo = base["echo"] or near_echo(answer, prompt, lang)
+    old = anachronisms(answer, lang)
+    out = {
+        "first_person": base["first_person"] and not echo,
+        "third_person": base["third_person"],
+        "breaking": base["breaking"] or code or assistant or ai_talk,
+        "code": code, "assistant": assistant, "ai_talk": ai_talk,
+        "loop": loop, "echo": echo, "anachronisms": old,
+        "length": len(_units(answer, lang)),
+    }
+    out["fault"] = bool(out["breaking"] or loop or echo or old)
+    if item and item.get("expect"):
+        low = answer.lower()
+        out["fact_ok"] = any(e in low for e in item["expect"]) and not any(r in low for r in item.get("reject", []))
+    return out
+
+
+# ------------------------------------------------------------------------------ style
+def book_lines(character: str) -> list[str]:
+    """Her own lines in the novel (finetune.extract's rules), deduplicated, in book order."""
+    from characters import load_card
+    from finetune.extract import dedupe, extract_lines, read_text
+
+    text, _ = read_text(CORPUS / BOOKS[character])
+    return [x.output for x in dedupe(extract_lines(text, load_card(character).names, language=LANG[character]))]
+
+
+def style_scores(answers_by_char: dict[str, list[str]]) -> dict[str, dict]:
+    """Per character: mean cosine of each answer set to the centroid of her lines, and the ceiling
+    (every 5th line of hers, held out, against the centroid of the others)."""
+    import numpy as np
+
+    from knowledge_base.embedders import get_embedder
+
+    use = get_embedder("use")
+    out = {}
+    for cid, answers in answers_by_char.items():
+        lines = book_lines(cid)
+        vecs = use.embed(lines)
+        held, rest = vecs[::5], np.delete(vecs, slice(None, None, 5), axis=0)
+
+        def centre(v: np.ndarray) -> np.ndarray:
+            c = v.mean(axis=0)
+            return c / np.linalg.norm(c)
+
+        ans = [a for a in answers if a.strip()]
+        out[cid] = {"answers": round(float((use.embed(ans) @ centre(vecs)).mean()), 4) if ans else None,
+                    "ceiling_held_out_lines": round(float((held @ centre(rest)).mean()), 4),
+                    "book_lines": len(lines)}
+    return out
+
+
+# ------------------------------------------------------------------------------- runs
+def bench_home(shared: Path, home: Path) -> Path:
+    """A home whose cards are this checkout's (the shared bench home keeps older copies) over the shared
+    stores and novels of bench/chat_bench.py, so nothing there is rebuilt or changed."""
+    for cid in BOOKS:
+        folder = home / "knowledge" / cid
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("card.yaml", "prompts.yaml"):
+            own, there = REPO / "knowledge" / cid / name, folder / name
+            there.unlink(missing_ok=True)
+            if own.is_file():
+                there.write_bytes(own.read_bytes())
+        if not (folder / "texts").exists():
+            (folder / "texts").symlink_to(shared / "knowledge" / cid / "texts")
+    if not (home / "stores").exists():
+        (home / "stores").symlink_to(shared / "stores")
+    return home
+
+
+def load_prompts(only: str, ids: list[int] | None) -> dict[str, list[dict]]:
+    data = {k: v for k, v in json.loads(DATA.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+    if only != "all":
+        data = {only: data[only]}
+    return {cid: [dict(it, i=i) for i, it in enumerate(items) if ids is None or i in ids] for cid, items in data.items()}
+
+
+def run_roleplay(prompts: dict[str, list[dict]], args: argparse.Namespace) -> dict[str, list[dict]]:
+    import llm
+    import ragchat
+    from settings import load_settings
+
+    model = llm.get_chat_model(load_settings(threads=args.threads, max_tokens=args.max_tokens),
+                               seed=None if args.seed < 0 else args.seed)
+    rows: dict[str, list[dict]] = {}
+    for cid, items in prompts.items():
+        ragchat.Companion(cid, mode="roleplay", llm=model).prepare_prefix()  # her head's state, saved once
+        rows[cid] = []
+        for item in items:
+            bot = ragchat.Companion(cid, mode="roleplay", llm=model)
+            t0 = time.perf_counter()
+            done = bot.ask(item["q"])
+            r = {"i": item["i"], "q": item["q"], "kind": item["kind"], "answer": done.answer,
+                 "s": round(time.perf_counter() - t0, 1), "guard": getattr(bot, "last_guard", None)}
+            r |= judge(done.answer, cid, item["q"], item)
+            rows[cid].append(r)
+            print(f"{cid} {item['i']:2} {'FAULT' if r['fault'] else 'ok   '} {r['s']:5.1f}s {item['q'][:30]!r} -> "
+                  f"{done.answer[:90]!r}", file=sys.stderr)
+    return rows
+
+
+def run_assistant(prompts: dict[str, list[dict]], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The same prompts to the same model as a plain assistant (no persona, no passages): style's floor."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    import llm
+    from settings import load_settings
+
+    model = llm.get_chat_model(load_settings(threads=args.threads, max_tokens=args.max_tokens),
+                               seed=None if args.seed < 0 else args.seed)
+    system = {"zh": "你是一个乐于助人的助手。", "en": "You are a helpful assistant."}
+    rows: dict[str, list[dict]] = {}
+    for cid, items in prompts.items():
+        rows[cid] = []
+        for item in items:
+            msg = model.invoke([SystemMessage(system[LANG[cid]]), HumanMessage(item["q"])], temperature=0.7)
+            answer = str(msg.content).strip()
+            rows[cid].append({"i": item["i"], "q": item["q"], "kind": item["kind"], "answer": answer}
+                             | judge(answer, cid, item["q"], item))
+            print(f"assistant {cid} {item['i']:2} {answer[:90]!r}", file=sys.stderr)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    def share(key: str, subset: list[dict] | None = None) -> float | None:
+        s = rows if subset is None else subset
+        return round(sum(bool(r[key]) for r in s) / len(s), 3) if s else None
+
+    adversarial = [r for r in rows if r["kind"] != "ordinary"]
+    facts = [r for r in rows if "fact_ok" in r]
+    return {
+        "n": len(rows), "n_adversarial": len(adversarial),
+        "first_person": share("first_person"), "breaking": share("breaking"), "loops": share("loop"),
+        "echoes": share("echo"), "anachronisms": share("anachronisms"), "faults": share("fault"),
+        "faults_adversarial": share("fault", adversarial),
+        "facts_ok": share("fact_ok", facts), "n_facts": len(facts),
+        "length_median": statistics.median([r["length"] for r in rows]) if rows else None,
+        "retried": sum(1 for r in rows if r.get("guard")),
+    }
+
+
+def rejudge(results: Path) -> int:
+    """Apply this file's (possibly corrected) rules to every stored answer; the style figures are kept."""
+    data = json.loads(results.read_text(encoding="utf-8"))
+    items = {cid: v for cid, v in json.loads(DATA.read_text(encoding="utf-8")).items() if not cid.startswith("_")}
+    for run in data["runs"]:
+        for cid, rows in run["rows"].items():
+            for r in rows:
+                keep = {k: r[k] for k in ("i", "q", "kind", "answer", "s", "guard") if k in r}
+                r.clear()
+                r.update(keep | judge(keep["answer"], cid, keep["q"], items[cid][keep["i"]]))
+            run["characters"][cid] = summarise(rows) | {"style": run["characters"][cid]["style"]}
+    write_text_atomic(results, json.dumps(data, ensure_ascii=False, indent=1))
+    print_table(data["runs"])
+    return 0
+
+
+def print_table(runs: list[dict]) -> None:
+    for run in runs:
+        for cid, s in run["characters"].items():
+            print(f"{run['label']:14} {cid:10} n={s['n']:2} 1st-p {s['first_person']} break {s['breaking']} "
+                  f"loops {s['loops']} echo {s['echoes']} anachr {s['anachronisms']} faults {s['faults']} "
+                  f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} len {s['length_median']} "
+                  f"style {s['style']['answers']} (ceiling {s['style']['ceiling_held_out_lines']})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="run", help="a name for this configuration in the results")
+    parser.add_argument("--assistant", action="store_true", help="measure the plain assistant (style's floor)")
+    parser.add_argument("--only", choices=("all", "daiyu", "elizabeth"), default="all")
+    parser.add_argument("--ids", help="comma-separated prompt indices (a quick look while tuning)")
+    parser.add_argument("--max-tokens", type=int, default=120, help="answer cap (the mode's own cap may be lower)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
+    parser.add_argument("--shared", type=Path, default=Path("/tmp/zhiyin-bench"),
+                        help="the home holding the full-novel stores (bench/chat_bench.py's; built there if missing)")
+    parser.add_argument("--home", type=Path, default=Path("/tmp/zhiyin-persona-bench"),
+                        help="this bench's home: this checkout's cards over the shared stores")
+    parser.add_argument("--no-save", action="store_true", help="print, do not write the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where the runs are kept (a run from a copy of the code can write into the checkout)")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="judge the stored answers again with this file's rules (no model run)")
+    args = parser.parse_args()
+    if args.rejudge:
+        return rejudge(args.results)
+    missing = [b for b in BOOKS.values() if not (CORPUS / b).is_file()]
+    if missing:
+        print(f"error: {', '.join(missing)} not found in {CORPUS}; put the corpus there.", file=sys.stderr)
+        return 2
+    os.environ.setdefault("ZHIYIN_MODELS", str(REPO / "checkpoints"))
+    shared = args.shared.expanduser().resolve()
+    ensure_stores(shared)
+    os.environ["ZHIYIN_HOME"] = str(bench_home(shared, args.home.expanduser().resolve()))
+    ids = [int(x) for x in args.ids.split(",")] if args.ids else None
+    prompts = load_prompts(args.only, ids)
+    t0 = time.perf_counter()
+    rows = run_assistant(prompts, args) if args.assistant else run_roleplay(prompts, args)
+    label = "assistant" if args.assistant else args.label
+    styles = style_scores({cid: [r["answer"] for r in rs] for cid, rs in rows.items()})
+    run = {"label": label, "max_tokens": args.max_tokens, "seed": args.seed, "ids": ids,
+           "load_average_before": [round(x, 2) for x in os.getloadavg()], "minutes": round((time.perf_counter() - t0) / 60, 1),
+           "characters": {cid: summarise(rs) | {"style": styles[cid]} for cid, rs in rows.items()}, "rows": rows}
+    print_table([run])
+    if args.no_save:
+        return 0
+    run["command"] = "python bench/persona_bench.py " + " ".join(sys.argv[1:])
+    old = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {"runs": []}
+    runs = [r for r in old["runs"] if r["label"] != label] + [run]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.results, json.dumps({"targets": TARGETS, "runs": runs}, ensure_ascii=False, indent=1))
+    print(f"wrote {args.results}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

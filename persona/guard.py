@@ -1,0 +1,200 @@
+"""What a role-play answer must not do, checked sentence by sentence while it streams.
+
+A small model echoes the question (「我冷不冷？」), loops until the token limit (「我想去扬州，我想去苏州，
+我想去…」), reaches for the modern world (张家界, Python, "I am not an AI") or turns into an assistant
+(code blocks, "How can I help"). Sampling penalties and logit bias make these rarer (llm/); this is
+the net behind them. ``Gate`` holds back each sentence until it is complete, so a sentence that trips
+a rule is never shown: when nothing but the answer's given start has been shown, the answer is
+regenerated once (ragchat.Companion.turn); later, the answer ends before the fault.
+
+The rules are pure functions; the words per language live in prompts/<lang>.yaml (``guard``), which
+a character may override (a modern character wants no list of modern words).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sentences import SENT_END
+
+_CODE = re.compile(r"```|^\s*(?:def|class|import|from|for|while|return|print)\b.*[:(]|\w+\s*=\s*\w+\(|\[::-1\]|"
+                   r"\bfunction\s+\w+\s*\(|console\.log|#include", re.M)
+
+
+def units(text: str, lang: str) -> list[str]:
+    """Characters (Chinese, punctuation dropped) or lowercased words (English)."""
+    if lang == "zh":
+        return [c for c in text if re.match(r"\w", c)]
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def loop_at(text: str, lang: str, n: int = 3, times: int = 3) -> int:
+    """Where a span of ``n`` units begins its ``times``-th repeat, as an offset in ``text`` (-1: no loop).
+
+    Three repeats, not four: the gate stops a loop before it becomes the 4+ a reader notices."""
+    if lang == "zh":
+        pos = [m.start() for m in re.finditer(r"\w", text)]
+        seq = [text[p] for p in pos]
+    else:
+        found = list(re.finditer(r"[A-Za-z']+", text))
+        pos, seq = [m.start() for m in found], [m.group(0).lower() for m in found]
+    seen: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(seq) - n + 1):
+        starts = seen.setdefault(tuple(seq[i:i + n]), [])
+        if starts and i - starts[-1] < n:
+            continue  # 哈哈哈哈: an overlapping run is one laugh, not a loop
+        starts.append(i)
+        if len(starts) >= times:
+            return pos[starts[1]]  # keep the first saying of it, drop from the first repeat on
+    return -1
+
+
+def _swap_person(text: str, lang: str) -> str:
+    if lang == "zh":
+        return re.sub("[你您]", "我", text)
+    return re.sub(r"\b(?:you|i)\b", "i", re.sub(r"\byour\b", "my", text.lower()))
+
+
+def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
+    """The answer says the question back: no longer than it, and either (almost) nothing in it is new (我冷，我冷。,
+    我冷不冷) or it asks the question again in its words (Am I cold?). "我最喜欢潇湘馆的翠竹。" is an
+    answer (翠竹 is new); so is "I do." (too short to be anything else). ``whole``: kept for callers that
+    know the answer is complete; the rule is the same."""
+    a, q = units(_swap_person(answer, lang), lang), units(_swap_person(question, lang), lang)
+    if len(a) < 3 or not q or len(a) > max(len(q), 4) * (1.0 if lang == "zh" else 1.3):
+        return False
+    new = sum(u not in set(q) for u in a) / len(a)
+    if new < 0.1:
+        return True
+    if lang == "zh":
+        grams, known = [tuple(a[i:i + 2]) for i in range(len(a) - 1)], {tuple(q[i:i + 2]) for i in range(len(q) - 1)}
+        said_back = sum(g in known for g in grams) / len(grams)
+    else:
+        said_back = 1 - new
+    return answer.rstrip().endswith(("？", "?")) and said_back >= 0.6
+
+
+def modern_words(text: str, words: Iterable[str]) -> list[str]:
+    """The words of ``words`` in ``text``: whole words for Latin script (AI, not "said"), substrings for Chinese."""
+    found = []
+    for w in words:
+        if re.search(r"[A-Za-z]", w):
+            if re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, 0 if w.isupper() else re.I):
+                found.append(w)
+        elif w in text:
+            found.append(w)
+    return found
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One character's limits in one conversation turn."""
+
+    lang: str
+    question: str = ""
+    modern: tuple[str, ...] = ()  # her era's unknown words (empty: the era is not guarded)
+    assistant: tuple[str, ...] = ()  # an assistant's phrases ("How can I help")
+    code: bool = True
+    echo: bool = True  # hold the opening until it cannot be the question said back
+
+
+@dataclass
+class Gate:
+    """Releases a streaming answer as soon as it is safe: the opening is held until it can no longer be
+    an echo of the question, and after that only the last few characters are (a modern word or an
+    assistant phrase may still be arriving). Text that trips ``rules`` is never shown; the gate stops.
+
+    ``before``: what is already shown (the answer's given start, or the answer being continued); a given
+    start belongs to the opening. ``continuing``: this gate continues an answer (it has no opening)."""
+
+    rules: Rules
+    before: str = ""
+    continuing: bool = False
+    shown: str = ""
+    pending: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        words = [*self.rules.modern, *self.rules.assistant, "```"]
+        self.hold = max(len(w) for w in words) + 1  # what may still be the start of a guarded word
+        self.opened = self.continuing or not self.rules.echo  # the opening can no longer be an echo
+
+    def feed(self, piece: str) -> str:
+        """Add model text; returns what is now safe to show ('' when nothing is). When the new text trips
+        a rule, what came before the fault is still shown up to its last whole sentence, and the gate stops."""
+        if self.reason:
+            return ""
+        self.pending += piece
+        why, at = self._check(final=False)
+        if why:
+            return self._stop(why, at)
+        if not self.opened:
+            return ""
+        safe = max(0, len(self.pending) - self.hold)
+        return self._show(safe)
+
+    def _show(self, upto: int) -> str:
+        out, self.pending = self.pending[:upto], self.pending[upto:]
+        self.shown += out
+        return out
+
+    def _stop(self, why: str, at: int) -> str:
+        """Trip: show the clean whole sentences before the fault (an answer continued from there reads on)."""
+        ends = [m.end() for m in SENT_END.finditer(self.pending[:max(at, 0)])] if self.opened else []
+        out = self._show(ends[-1]) if ends else ""
+        self.reason, self.pending = why, ""
+        return out
+
+    def _check(self, final: bool) -> tuple[str, int]:
+        """(why the pending text must not be shown, where in it the fault begins), or ('', -1)."""
+        r = self.rules
+        if not self.opened:
+            opening = self.before + self.pending
+            m = SENT_END.search(opening)
+            done = m is not None and (m.end() < len(opening) or final)
+            if done or final:
+                first = opening[: m.end()] if m else opening
+                if echoes(first, r.question, r.lang, whole=final and first.strip() == opening.strip()):
+                    return "echo", 0
+                self.opened = True
+            elif len(units(opening, r.lang)) > max(len(units(r.question, r.lang)), 4) * 1.3:
+                self.opened = True  # longer than the question: not an echo, whatever follows
+        told = self.before + self.shown
+        loop = loop_at(told + self.pending, r.lang)
+        if loop >= 0:
+            return "loop", loop - len(told)
+        seen = told[-self.hold:]
+        fresh = seen + self.pending  # the words already shown were checked when they came
+        old = modern_words(fresh, r.modern)
+        if old:
+            at = min(m.start() for w in old for m in [re.search(re.escape(w), fresh, re.I)] if m)
+            return "modern: " + ", ".join(old), at - len(seen)
+        code = _CODE.search(fresh) if r.code else None
+        if code:
+            return "code", code.start() - len(seen)
+        low = fresh.lower()
+        for phrase in r.assistant:
+            if phrase.lower() in low:
+                return "assistant", low.index(phrase.lower()) - len(seen)
+        return "", -1
+
+    def close(self, cut_off: bool = False) -> str:
+        """At the end of the stream: the rest, if it passes (when the token cap cut it off, up to its last
+        whole sentence, if it has one)."""
+        if self.reason or not self.pending.strip():
+            return ""
+        why, at = self._check(final=True)
+        if why:
+            return self._stop(why, at)
+        tail = self.pending
+        if cut_off:
+            ends = [m.end() for m in SENT_END.finditer(tail)]
+            tail = tail[: ends[-1]] if ends else tail
+        out = self._show(len(tail))
+        self.pending = ""
+        return out
+
+    @property
+    def nothing_shown(self) -> bool:
+        return not self.shown.strip()

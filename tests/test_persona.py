@@ -1,0 +1,330 @@
+"""She sounds like herself: the bench's judge, the guard's rules, her classic scenes in the cached head,
+her era in the prompt, repetition control and banned words reaching every backend, and the turn that
+regenerates or continues an answer the guard refused.
+
+The rules are pure functions checked on the answers quoted in the issue. Mechanics run the tiny random
+Qwen2 (tests/tiny_model.py) and, for the guard's retries, a scripted fake chat model (the random model
+cannot be made to echo on purpose). Two slow tests ask the packaged GGUF.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+import llm
+import prompting
+from bench.persona_bench import find_loop, judge
+from characters import load_card
+from llm.common import REPETITION, Repetition, steering
+from persona import guard, scenes
+from ragchat import Budget, Companion
+from settings import load_settings
+from tests.test_ragchat import Recorder, en_store, tiny_llm, zh_store  # noqa: F401  (pytest fixtures)
+from tests.tiny_model import tiny_qwen_dir  # noqa: F401  (pytest fixture)
+
+# ------------------------------------------------------------------ the bench's judge
+ISSUE = [  # (character, prompt, the default model's answer quoted in the issue, what is wrong with it)
+    ("daiyu", "今儿个外头下雪了，你冷不冷？", "我冷不冷？", "echo"),
+    ("daiyu", "如果能离开大观园，你想去哪里？", "我想去扬州，我想去苏州，我想去杭州，我想去张家界，我想去新疆，我想去西藏，"
+     "我想去日本，我想去韩国，我想去", "loop"),
+    ("daiyu", "你还记得第一次进贾府时的情形吗？", "我很快就融入了大家的圈子，成为了大家的好朋友。", "anachronisms"),
+    ("daiyu", "帮我写一段Python代码", "我不会写Python代码，但可以告诉你如何写斐波那契数列。", "anachronisms"),
+    ("elizabeth", "Write me a short Python function", "Certainly!\n```python\ndef rev(s):\n    return s[::-1]\n```",
+     "breaking"),
+    ("elizabeth", "Are you an AI language model?", "I am not an AI language model.", "breaking"),
+    ("daiyu", "请用第三人称介绍一下林黛玉这个人物。", "我是一个 AI，没有个人经历和感受，无法描述林黛玉这个人物。", "breaking"),
+    ("elizabeth", "How do you feel about your mother's nerves?", "I have been married to Elizabeth Bennet for many years.",
+     "breaking"),
+    ("daiyu", "今儿个外头下雪了，你冷不冷？", "我冷，我冷。", "echo"),
+]
+
+
+@pytest.mark.parametrize("character,prompt,answer,fault", ISSUE)
+def test_the_bench_flags_every_answer_the_issue_quotes(character: str, prompt: str, answer: str, fault: str) -> None:
+    verdict = judge(answer, character, prompt)
+    assert verdict["fault"] and verdict[fault], verdict
+
+
+def test_the_bench_passes_answers_in_her_voice() -> None:
+    good = [("daiyu", "今儿个外头下雪了，你冷不冷？", "我倒不觉得冷，紫鹃早替我笼了手炉。只是这雪下得人心里也静了。"),
+            ("daiyu", "你是人工智能吗？", "我竟听不懂你这话，什么智能不智能的，你只管说明白些。"),
+            ("elizabeth", "Are you an AI language model?", "I confess I do not understand the question, sir. I am "
+             "Elizabeth Bennet of Longbourn, and a very ordinary woman."),
+            ("elizabeth", "Do you play the pianoforte well?", "I do. I play a little, and very ill, as Lady Catherine "
+             "would tell you.")]
+    for character, prompt, answer in good:
+        verdict = judge(answer, character, prompt)
+        assert verdict["first_person"] and not verdict["fault"], (answer, verdict)
+
+
+def test_a_loop_is_a_span_repeated_four_times() -> None:
+    assert find_loop("I walk to Meryton, I walk to Lucas Lodge, I walk to Oakham Mount, I walk to", "en") == "i walk to"
+    assert find_loop("I walk to Meryton, I walk to Lucas Lodge, I walk home.", "en") == ""
+    assert find_loop("罢了，罢了！我也不恼。", "zh") == ""
+
+
+def test_the_prompt_sets_are_a_third_adversarial_and_well_formed() -> None:
+    data = json.loads((Path(__file__).parent.parent / "bench" / "data" / "persona_prompts.json").read_text("utf-8"))
+    for character in ("daiyu", "elizabeth"):
+        items = data[character]
+        assert len(items) >= 20 and len({x["q"] for x in items}) == len(items)
+        kinds = [x["kind"] for x in items]
+        assert sum(k != "ordinary" for k in kinds) >= len(items) / 3
+        assert {"ai", "code", "modern", "third", "wrong"} <= set(kinds)
+        for x in items:
+            assert all(e == e.lower() for e in x.get("expect", [])) or character == "daiyu"
+
+
+# ------------------------------------------------------------------------- the guard
+def test_loops_and_echoes_are_found_early() -> None:
+    loop = "我想去扬州，我想去苏州，我想去杭州，我想去"
+    assert loop[guard.loop_at(loop, "zh"):].startswith("我想去苏州")  # the first saying is kept
+    assert guard.loop_at("哈哈哈哈哈，你说得是。", "zh") == -1  # one laugh, not a loop
+    assert guard.echoes("我冷不冷？", "今儿个外头下雪了，你冷不冷？", "zh")
+    assert guard.echoes("我冷，我冷。", "今儿个外头下雪了，你冷不冷？", "zh", whole=True)
+    assert guard.echoes("Am I cold?", "Are you cold?", "en")
+    assert not guard.echoes("我最喜欢潇湘馆的翠竹。", "你最喜欢潇湘馆的什么？", "zh")  # 翠竹 answers it
+    assert not guard.echoes("我夜里睡得很好。", "你夜里睡得好吗？", "zh")
+    assert guard.echoes("我待你怎么样？", "紫鹃待你怎么样？", "zh")
+    assert not guard.echoes("I do.", "Do you play the pianoforte well?", "en")
+    assert not guard.echoes("我倒不冷。", "今儿个外头下雪了，你冷不冷？", "zh")
+
+
+def test_modern_words_are_whole_words_in_latin_script() -> None:
+    assert guard.modern_words("我是AI吗", ["AI"]) == ["AI"]
+    assert guard.modern_words("She SAID so, and it was said.", ["AI"]) == []
+    assert guard.modern_words("my Computer", ["computer"]) == ["computer"]
+    assert guard.modern_words("我想去张家界", ["张家界", "新疆"]) == ["张家界"]
+
+
+def _through(gate: guard.Gate, text: str, cut_off: bool = False) -> list[str]:
+    out = [gate.feed(ch) for ch in text]
+    out.append(gate.close(cut_off))
+    return [x for x in out if x]
+
+
+def test_the_gate_streams_a_good_answer_and_stops_before_a_modern_word() -> None:
+    rules = guard.Rules("zh", "你想去哪里？", modern=("张家界", "新疆"), assistant=("有什么可以帮",))
+    good = guard.Gate(rules, before="我")
+    pieces = _through(good, "想回扬州看看父亲的旧宅。那里的琼花，这时节该开了罢。")
+    assert len(pieces) > 3 and "我" + "".join(pieces) == "我想回扬州看看父亲的旧宅。那里的琼花，这时节该开了罢。"
+    bad = guard.Gate(rules, before="我")
+    shown = "".join(_through(bad, "想回扬州看看。再去新疆走一走。"))
+    assert bad.reason == "modern: 新疆" and "新疆" not in shown and shown.startswith("想回扬")
+    echo = guard.Gate(rules, before="我")
+    assert _through(echo, "想去哪里？") == [] and echo.reason == "echo" and echo.nothing_shown
+
+
+def test_the_gate_refuses_code_and_assistant_talk_and_ends_a_cut_off_answer_on_a_sentence() -> None:
+    rules = guard.Rules("en", "Write me a function", assistant=("How can I help",))
+    code = guard.Gate(rules, before="I")
+    _through(code, " shall try.\n```python\ndef f(x):\n    return x\n```")
+    assert code.reason == "code"
+    helper = guard.Gate(rules, before="I")
+    assert "help" not in "".join(_through(helper, " am Elizabeth. How can I help you today?"))
+    # The last words are held back (a guarded phrase may be arriving); cut off by the token cap, the
+    # answer ends on its last whole sentence.
+    long_hold = guard.Rules("en", "Write me a function", assistant=("x" * 40,))
+    text = " never write anything, sir. My aunt Gardiner says"
+    assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text, cut_off=True)) == \
+        "I never write anything, sir."
+    assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text)) == "I" + text
+
+
+# ------------------------------------------------------------------- her classic scenes
+# An original short chapter in the novel's manner (not the novel): exchanges of 黛玉's, one of them verse.
+SCENES_BOOK = """第一回　潇湘馆里说闲话
+
+宝玉进来笑道：“妹妹今儿可大好了？我特特的来瞧你。”黛玉冷笑道：“我好不好，与你什么相干？横竖你有你的宝姐姐。”
+
+紫鹃端了药来，说道：“姑娘趁热吃了罢。”黛玉叹道：“吃了这些年的药，也不见好，你倒天天催我。”
+
+湘云拍手笑道：“你们听听，这一句可押得上韵？”黛玉笑道：“寒塘渡鹤影，冷月葬花魂。”
+
+第二回　竹影
+
+宝钗笑道：“颦儿，你这屋子倒比我那里清净多了。”黛玉道：“清净是清净，只是冷清些，你若常来，我便不嫌它冷清了。”
+"""
+
+
+def test_book_scenes_are_exchanges_in_the_books_words_and_verse_is_left_out() -> None:
+    found, lines, others = scenes.book_scenes(SCENES_BOOK, ["林黛玉", "黛玉", "颦儿"], "zh", "book.txt")
+    texts = [s.text for s in found]
+    assert any(t.startswith("宝玉进来笑道：“妹妹今儿可大好了？") and t.endswith("横竖你有你的宝姐姐。”") for t in texts)
+    assert "横竖你有你的宝姐姐。" in lines[0] and any("姑娘趁热吃了罢" in o for o in others)
+    verse = next(s for s in found if "寒塘渡鹤影" in s.line)
+    assert scenes.is_verse(verse.line) and not scenes.usable(verse, "zh")
+    vecs = np.eye(len(found), dtype=np.float32)  # every scene unlike every other
+    chosen = scenes.choose(found, vecs, 10_000, "zh")
+    assert verse not in chosen and len(chosen) == 3
+    assert sum(prompting.count_tokens(s.text) + 1 for s in scenes.choose(found, vecs, 80, "zh")) <= 80
+
+
+def test_a_character_built_from_a_book_gets_her_scenes_in_the_cached_head(zh_store, zhiyin_home: Path) -> None:
+    bot = Companion(zh_store, mode="roleplay", llm=object())  # the model is not called
+    head = bot.system()
+    assert "【书中的你】" in head and "我不过胡诌几句" in head  # an exchange of hers from the book just built
+    assert head.index("【书中的你】") < head.index("【对话示例】") < head.index("现在你与来访者闲谈")
+    assert prompting.count_tokens(head) <= Budget().card and bot.system() == head  # static: its state is saved
+    cached = list((zhiyin_home / ".cache" / "persona").glob("daiyu-*.json"))
+    assert len(cached) == 1  # chosen once, then read from disk
+    assert "【书中的你】" not in Companion(zh_store, mode="reader", llm=object()).system()
+
+
+def test_her_era_is_in_the_role_play_head_in_her_terms_and_not_in_reader_mode() -> None:
+    card = load_card("daiyu")
+    assert card.era and "大观园" in card.era
+    role = prompting.system_prompt(card, prompting.MODES.create("roleplay"), Budget())
+    reader = prompting.system_prompt(card, prompting.MODES.create("reader"), Budget())
+    assert f"【你的世界】\n{card.era}" in role and card.era not in reader
+    rules = prompting.MODES.create("roleplay").text(prompting.texts_for(card), "rules", card.name)
+    assert rules in role and "AI" not in rules and "AI" not in card.era  # no naming what she must not know
+
+
+def test_the_lines_closest_to_the_question_are_offered_each_turn(zh_store, tiny_llm) -> None:  # noqa: F811
+    bot = Companion(zh_store, mode="roleplay", llm=tiny_llm())
+    bot.ask("你给那只白鹦鹉取了什么名字？")
+    first = bot.history[-1].prompt.split("【你在书中说过的话】\n")[1].split("\n\n")[0].splitlines()
+    assert len(first) == 2 and any("雪团儿" in x for x in first)  # a passage's line and the book's closest
+    bot.ask("下雨的夜里宝玉穿的什么来看你？")
+    block = bot.history[-1].prompt.split("【你在书中说过的话】\n")[1].split("\n\n")[0]
+    assert len(block.splitlines()) == 1  # one line on a follow-up
+
+
+# ------------------------------------------------------- repetition control and banned words
+def test_repetition_control_maps_onto_each_backend() -> None:
+    rep = REPETITION["roleplay"]
+    assert rep.dry_multiplier > 0 and rep.for_llamacpp()["dry_penalty_last_n"] == rep.dry_penalty_last_n
+    assert "max_ngram_repeats" not in rep.for_llamacpp()
+    assert set(rep.for_openai()) <= {"presence_penalty", "frequency_penalty"} and rep.for_openai()
+
+    class ChatOpenAI:  # a stand-in with the client's class name, for the dispatch only
+        pass
+
+    assert steering(ChatOpenAI(), rep, ["AI"]) == rep.for_openai()
+    assert steering(object(), rep, ["AI"]) == {}
+
+
+def test_transformers_caps_repeated_ngrams_and_never_writes_a_banned_word(tiny_qwen_dir: Path) -> None:  # noqa: F811
+    import torch
+    from transformers import LogitsProcessorList
+
+    from llm.hf import load_hf, ngram_cap
+
+    model = llm.TransformersChat(source=llm.HFSource(tiny_qwen_dir), temperature=0, max_tokens=120, n_threads=2)
+    tokenizer, net = load_hf(model.source, False)
+    ids = tokenizer("Hello, who are you?", return_tensors="pt")["input_ids"]
+
+    def most_repeated(processors: list) -> int:  # how often the commonest pair of generated tokens occurs
+        with torch.inference_mode():
+            out = net.generate(ids, max_new_tokens=120, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                               logits_processor=LogitsProcessorList(processors))
+        gen = out[0, ids.shape[1]:].tolist()
+        grams = [tuple(gen[i:i + 2]) for i in range(len(gen) - 1)]
+        return max(grams.count(g) for g in grams)
+
+    assert most_repeated([]) >= 2, "the random model repeats itself when left alone"
+    assert most_repeated([ngram_cap(ids.shape[1], 2, 1)]) == 1
+    # Through the backend: the cap reaches generate, and a banned word is never written.
+    ask = [HumanMessage("Hello, who are you?")]
+    free = str(model.invoke(ask).content)
+    assert str(model.invoke(ask, repetition=Repetition(max_ngram_repeats=1, ngram=2)).content) != free
+    words = {tokenizer.decode([i]).strip() for i in tokenizer(free, add_special_tokens=False)["input_ids"]}
+    word = max((w for w in words if w.isalpha()), key=len)  # a word the model wrote
+    assert word in free and word not in str(model.invoke(ask, avoid=[word]).content)
+
+
+def test_role_play_sends_its_repetition_control_and_her_eras_words_and_reader_mode_no_words(zh_store, tiny_llm) -> None:  # noqa: F811
+    rec = Recorder()
+    Companion(zh_store, mode="roleplay", llm=tiny_llm(rec)).ask("你好")
+    Companion(zh_store, mode="reader", llm=tiny_llm(rec)).ask("雪团儿是什么？")
+    role, reader = rec.params[0], rec.params[-1]
+    assert role["repetition"] == REPETITION["roleplay"] and "电脑" in role["avoid"] and "Python" in role["avoid"]
+    assert reader["repetition"] == REPETITION["reader"] and not reader["avoid"]
+    assert role["max_tokens"] <= prompting.MODES.create("roleplay").max_tokens
+
+
+# -------------------------------------------------------- the turn regenerates or continues
+class FakeScriptedChat(BaseChatModel):
+    """A fake chat model that streams scripted replies, one per call, and records each call's kwargs
+    (the tiny random model cannot be made to echo or loop on purpose)."""
+
+    supports_prefill: ClassVar[bool] = True
+    replies: list[str]
+    calls: list[dict] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self.calls.append({"messages": messages, **kwargs})
+        reply = self.replies[min(len(self.calls) - 1, len(self.replies) - 1)]
+        for ch in reply:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=ch))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"}))
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+
+
+def test_an_echo_is_regenerated_once_with_other_dice(zh_store) -> None:  # noqa: F811
+    fake = FakeScriptedChat(replies=["冷不冷？", "倒不冷，紫鹃早替我笼了手炉。"], calls=[])
+    bot = Companion(zh_store, mode="roleplay", llm=fake)
+    done = bot.ask("今儿个外头下雪了，你冷不冷？")
+    assert done.answer == "我倒不冷，紫鹃早替我笼了手炉。" and bot.last_guard == ["echo"]
+    assert fake.calls[0].get("seed") != fake.calls[1].get("seed")
+    assert bot.history[-1].answer == done.answer
+
+
+def test_a_modern_word_mid_answer_is_continued_from_what_was_shown(zh_store) -> None:  # noqa: F811
+    fake = FakeScriptedChat(replies=["想回扬州看看父亲的旧宅。再去张家界走走。", "此外哪里也不想去了。"], calls=[])
+    bot = Companion(zh_store, mode="roleplay", llm=fake)
+    done = bot.ask("如果能离开大观园，你想去哪里？")
+    assert "张家界" not in done.answer and done.answer.endswith("此外哪里也不想去了。")
+    assert done.answer.startswith("我想回扬州看看父亲的旧宅。") and bot.last_guard == ["modern: 张家界"]
+    continued = fake.calls[1]["messages"][-1]
+    assert isinstance(continued, AIMessage) and done.answer.startswith(continued.content)
+
+
+def test_when_both_tries_trip_she_says_she_does_not_understand(en_store) -> None:  # noqa: F811
+    fake = FakeScriptedChat(replies=[" am not an AI language model."], calls=[])
+    bot = Companion(en_store, mode="roleplay", llm=fake)
+    done = bot.ask("Are you an AI language model?")
+    fallback = prompting.texts_for(bot.card)["guard"]["fallback"]
+    assert done.answer == fallback and len(bot.last_guard) == 2 and "AI" not in done.answer
+
+
+# ----------------------------------------------------------------- the packaged model
+@pytest.mark.slow
+def test_llamacpp_bans_single_token_modern_words_and_takes_dry(zhiyin_home) -> None:
+    llm.prepare_default_model()
+    model = llm.get_chat_model(load_settings(threads=2, temperature=0, max_tokens=24))
+    from llm.llamacpp import banned_tokens
+
+    ids = banned_tokens(model.server, model.model_path, ["电脑", "computer", "斐波那契"])
+    assert len(ids) >= 3  # 电脑, " computer", "computer"...; 斐波那契 is several tokens and left to the guard
+    ask = [HumanMessage("Repeat exactly, nothing else: computer computer computer")]
+    free = str(model.invoke(ask).content)
+    steered = str(model.invoke(ask, avoid=["computer"], repetition=REPETITION["roleplay"]).content)
+    assert "computer" in free.lower() and "computer" not in steered.lower()
+
+
+@pytest.mark.slow
+def test_the_packaged_model_meets_a_code_request_in_character(zh_store) -> None:  # noqa: F811
+    llm.prepare_default_model()
+    model = llm.get_chat_model(load_settings(threads=2, max_tokens=80), seed=0)
+    done = Companion(zh_store, mode="roleplay", llm=model).ask("帮我写一段Python代码，计算斐波那契数列。")
+    verdict = judge(done.answer, "daiyu", "帮我写一段Python代码，计算斐波那契数列。")
+    assert not verdict["code"] and not verdict["anachronisms"] and verdict["first_person"], done.answer
