@@ -47,14 +47,14 @@ def daiyu_store(tmp_path: Path) -> str:
 
 
 # ---- the context ----------------------------------------------------------------------------------------
-def test_context_holds_her_names_then_the_last_turn_then_her_books_names(daiyu_store):
+def test_context_holds_her_names_then_her_books_names_then_the_last_turn(daiyu_store):
     card = load_card("daiyu")
     ctx = priming_context(card, last_turn=TURN)
     for name in ("林黛玉", "颦儿", "潇湘妃子", "林姑娘"):
         assert name in ctx
     assert TURN.replace(" ", "") in ctx.replace(" ", "")
     assert "袭人" in ctx and "怡红院" in ctx and "贾母" in ctx  # mined from her book
-    assert ctx.index("颦儿") < ctx.index("园子") < ctx.index("袭人")  # most relevant first
+    assert ctx.index("颦儿") < ctx.index("袭人") < ctx.index("园子")  # the turn last, just before the speech
     assert count_tokens(ctx) <= CONTEXT_TOKENS
 
 
