@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -13,11 +14,23 @@ import numpy as np
 from registry import Registry
 from settings import load_settings, models_dir
 from voice.audio import ASR_RATE, VoiceError, check_audible, decode_audio
+from voice.correction import context_terms, correct
 from voice.models import whisper_base_path
 
 log = logging.getLogger("voice")
 
 ZH_PROMPT = "以下是普通话的句子。"  # steers Whisper to simplified characters and punctuation
+# Whisper reads at most 223 prompt tokens, and prompt plus answer share a 448-token window: a
+# 30 s window of Chinese needs ~250 for its answer, so the prompt stays under this.
+MAX_PROMPT_TOKENS = 180
+
+
+def whisper_prompt(language: str | None, context: str = "") -> str | None:
+    """The text Whisper reads as if it came just before the speech: for Chinese the sentence that asks
+    for simplified characters and punctuation, then the conversation's context (voice/priming.py)."""
+    head = ZH_PROMPT if language == "zh" else ""
+    text = (head + context.strip()).strip()
+    return text or None
 
 
 @dataclass
@@ -58,8 +71,9 @@ class ASREngine(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def transcribe(self, audio: np.ndarray, lang: str = "auto") -> Transcript:
-        """Recognise ``audio`` (float32, 16 kHz mono); ``lang`` is auto, zh or en."""
+    def transcribe(self, audio: np.ndarray, lang: str = "auto", context: str = "") -> Transcript:
+        """Recognise ``audio`` (float32, 16 kHz mono); ``lang`` is auto, zh or en; ``context`` primes
+        recognition with the conversation's names and words (voice/priming.py)."""
 
 
 ASR_ENGINES: Registry[ASREngine] = Registry("ASR engine")
@@ -86,6 +100,7 @@ class FasterWhisperEngine(ASREngine):
     """faster-whisper (CTranslate2, int8) over the packaged Whisper base."""
 
     name = "faster-whisper"
+    beam_size = 1  # beam 5 heard about as well as a longer prompt, 18% slower (docs/voice.md)
 
     def __init__(self, model: str | Path | None = None) -> None:
         try:
@@ -97,12 +112,23 @@ class FasterWhisperEngine(ASREngine):
                                   cpu_threads=load_settings().threads)
         self._lock = threading.Lock()
 
-    def transcribe(self, audio: np.ndarray, lang: str = "auto") -> Transcript:
+    def prompt_tokens(self, language: str | None, context: str = "") -> list[int] | None:
+        """The prompt as token ids, cut at MAX_PROMPT_TOKENS from the end: the context is most relevant
+        first, whereas faster-whisper itself would keep the end of an over-long prompt."""
+        text = whisper_prompt(language, context)
+        if text is None:
+            return None
+        ids = self.model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids
+        return ids[:MAX_PROMPT_TOKENS]
+
+    def transcribe(self, audio: np.ndarray, lang: str = "auto", context: str = "") -> Transcript:
         language = None if lang == "auto" else lang
         with self._lock:
             segments, info = self.model.transcribe(
-                audio, language=language, beam_size=1,
-                initial_prompt=ZH_PROMPT if language == "zh" else None,
+                audio, language=language, beam_size=self.beam_size,
+                # The context goes in the prompt, not in `hotwords`: faster-whisper puts hotwords in the
+                # same place (after <|startofprev|>), and both measured the same (docs/voice.md).
+                initial_prompt=self.prompt_tokens(language, context),
                 # Without this a misheard sentence is repeated into the next one.
                 condition_on_previous_text=False, vad_filter=False,
             )
@@ -140,10 +166,10 @@ class OpenAIWhisperEngine(ASREngine):
         candidates = sorted((base / "whisper").glob("*.pt")) + sorted(base.glob("whisper*.pt"))
         return candidates[0] if candidates else None
 
-    def transcribe(self, audio: np.ndarray, lang: str = "auto") -> Transcript:
+    def transcribe(self, audio: np.ndarray, lang: str = "auto", context: str = "") -> Transcript:
         language = None if lang == "auto" else lang
         result = self.model.transcribe(audio, language=language, fp16=False,
-                                       initial_prompt=ZH_PROMPT if language == "zh" else None,
+                                       initial_prompt=whisper_prompt(language, context),
                                        condition_on_previous_text=False)
         detected = result.get("language") or lang
         segs = [Segment(round(s["start"], 2), round(s["end"], 2), s["text"].strip()) for s in result["segments"]]
@@ -153,8 +179,14 @@ class OpenAIWhisperEngine(ASREngine):
                           round(len(audio) / ASR_RATE, 3))
 
 
-def transcribe(path_or_bytes: str | Path | bytes, lang: str = "auto", engine: str = "faster-whisper") -> Transcript:
-    """Transcribe WAV/WebM/Ogg/MP3/M4A (a path or the bytes a browser sent); bad or silent audio raises VoiceError."""
+def transcribe(path_or_bytes: str | Path | bytes, lang: str = "auto", engine: str = "faster-whisper",
+               context: str = "", names: Iterable[str] | None = None) -> Transcript:
+    """Transcribe WAV/WebM/Ogg/MP3/M4A (a path or the bytes a browser sent); bad or silent audio raises VoiceError.
+
+    ``context`` primes recognition with what the conversation is about (voice/priming.py), and the
+    transcript's homophones of ``names`` (default: the names in ``context``) become those names.
+    ``voice.priming.listen(audio, card, last_turn)`` does all of it for a character.
+    """
     if lang not in {"auto", "zh", "en"}:
         raise VoiceError(f"Unknown language '{lang}'; use zh, en or auto.")
     if engine not in ASR_ENGINES:
@@ -162,7 +194,22 @@ def transcribe(path_or_bytes: str | Path | bytes, lang: str = "auto", engine: st
     audio = decode_audio(path_or_bytes, ASR_RATE)
     name = "The uploaded audio" if isinstance(path_or_bytes, (bytes, bytearray)) else f"The audio {path_or_bytes}"
     check_audible(audio, ASR_RATE, name)
-    result = get_asr(engine).transcribe(audio, lang)
+    asr = get_asr(engine)
+    if not context:  # called as before the context existed, so engines registered elsewhere still work
+        result = asr.transcribe(audio, lang)
+    else:
+        result = asr.transcribe(audio, lang, context=context)
+    if context or names:
+        result = with_names_restored(result, context, names)
     if not result.text.strip():
         raise VoiceError(f"{name} holds no speech that could be recognised; speak closer to the microphone.")
+    return result
+
+
+def with_names_restored(result: Transcript, context: str = "", names: Iterable[str] | None = None) -> Transcript:
+    """The transcript with homophones of ``names`` (default: the context's) replaced by them (voice/correction.py)."""
+    lang = "zh" if result.language in {"zh", "yue"} else "en"
+    terms = list(names) if names is not None else context_terms(context, lang)
+    result.segments = [Segment(s.start_s, s.end_s, correct(s.text, terms, lang)) for s in result.segments]
+    result.text = correct(result.text, terms, lang)
     return result

