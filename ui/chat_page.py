@@ -158,8 +158,9 @@ def show_media(msg: chat.Message, autoplay: bool = False) -> None:
             st.markdown(chat.sources_markdown(msg.sources))
 
 
-def voice_question(card: Card, settings: Settings) -> str:
-    """The microphone's question, transcribed once per recording ('' when there is none)."""
+def voice_question(card: Card, settings: Settings, last_turn: str = "") -> str:
+    """The microphone's question, transcribed once per recording ('' when there is none), primed with her
+    names, her book's words and the last turn (voice/priming.py)."""
     recording = st.sidebar.audio_input("🎙 Speak your question", key="mic")
     if recording is None:
         return ""
@@ -169,10 +170,10 @@ def voice_question(card: Card, settings: Settings) -> str:
         return ""
     state["mic_done"] = digest
     try:
-        from voice import transcribe
+        from voice.priming import listen
 
         with st.spinner("Listening…"):
-            return transcribe(data, lang=card.lang, engine=settings.asr_engine).text
+            return listen(data, card, last_turn, engine=settings.asr_engine).text
     except Exception as exc:
         st.error(errors.message(exc, "transcribing your question"))
         return ""
@@ -299,7 +300,8 @@ def chat_page(card: Card, mode: str, settings: Settings) -> None:
     loading = warmup.warm_up(card, settings, resources.generation_lock())
     if loading:
         st.caption(f"⏳ Still {loading}; a question asked now waits for it.")
-    spoken = voice_question(card, settings)
+    last = conv.messages[-2:] if conv is not None and len(conv.messages) > 1 else []
+    spoken = voice_question(card, settings, " ".join(m.content for m in last))
     typed = st.chat_input(f"Ask {card.name}…" if ready else "Add a book on the Knowledge page first")
     question, draw = pending if pending else ((typed or spoken or "").strip(), True)
     if question and conv is not None:
