@@ -5,6 +5,9 @@
 Done with timings and tokens. ``ask(text)`` returns that Done. What goes into the prompt, and
 in which order, is prompting.py's; speaking and animating the answer is pipeline.py's.
 
+Over 400 lines on purpose: a turn's steps (retrieve, budgets, memory, world info, the guard, recording)
+share the conversation's prefix-cache invariants, which are easier to keep right read in one place.
+
 CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay] [--json]
 [--speak] [--video] [--out DIR] [--user NAME] [--conversation ID|new|last]`` and
 ``python ragchat.py --list CHARACTER [--user NAME] [--json]`` (see cli.py; saving: conversations/).
