@@ -280,10 +280,11 @@ def summary_block(card: Card, turns: Sequence, budget: int) -> str:
         said = split_sentences(t.answer)
         line = (f"{lab['visitor']}{lab['separator']}{_clip(t.question, 40)} → "
                 f"{card.name}{lab['separator']}{_clip(said[0] if said else '', 60)}")
-        if used + count_tokens(line) + 1 > budget:
+        cost = count_tokens(line) + 1
+        if used + cost > budget:
             break
         lines.append(line)
-        used += count_tokens(line) + 1
+        used += cost
     if not lines:
         return ""
     return lab["summary"] + "\n" + ("…\n" if len(lines) < len(turns) else "") + "\n".join(reversed(lines))

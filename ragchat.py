@@ -78,6 +78,11 @@ class Turn:
     fired: list[int] = field(default_factory=list)  # lorebook entries that fired (some may be in the head)
 
 
+def turn_tokens(turn: Turn) -> int:
+    """What replaying a turn costs in the prompt: its prompt and its answer."""
+    return count_tokens(turn.prompt) + count_tokens(turn.answer)
+
+
 @dataclass
 class PreparedTurn:
     """Everything decided before generation: the exact messages, the sources, the tokens per part."""
@@ -261,7 +266,7 @@ class Companion:
     def _trim(self) -> None:
         """Drop the oldest turns from the replayed history in one step when it overflows its budget."""
         if len(self._costs) != len(self.history):  # history edited from outside: count again
-            self._costs = [count_tokens(t.prompt) + count_tokens(t.answer) for t in self.history]
+            self._costs = [turn_tokens(t) for t in self.history]
         start = min(self._first_kept, len(self.history))
         drop = prompting.history_start(self._costs[start:], self.budget)
         if drop:
@@ -466,9 +471,9 @@ class Companion:
 
     def _record_turn(self, turn: Turn) -> None:
         if len(self._costs) != len(self.history):
-            self._costs = [count_tokens(t.prompt) + count_tokens(t.answer) for t in self.history]
+            self._costs = [turn_tokens(t) for t in self.history]
         self.history.append(turn)
-        self._costs.append(count_tokens(turn.prompt) + count_tokens(turn.answer))
+        self._costs.append(turn_tokens(turn))
         self._seen |= {s["chunk_id"] for s in turn.sources}
 
     def chat(self, text: str) -> Iterator[str]:

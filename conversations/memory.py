@@ -147,12 +147,19 @@ def distil_model(text: str, llm: Any, lang: str) -> list[Fact]:
     facts: list[Fact] = []
     for line in str(reply.content).splitlines():
         line = re.sub(r"^\s*(?:[-*•·]|\d+[.)、])\s*", "", line).strip().strip("“”\"")
-        if not line or re.fullmatch(r"(?:无|没有|none|nothing)[。.]?", line, re.I):
-            continue
+        if not line or re.fullmatch(r"(?:无|没有|none|nothing)[。.]?", line, re.I) or not _grounded(line, text):
+            continue  # a small model also "remembers" its prompt's examples: only what the reader said counts
         said = line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"
         if said not in [f.text for f in facts]:
             facts.append(Fact(kind_of(said) or "about", said))
     return facts[:5]
+
+
+def _grounded(line: str, text: str) -> bool:
+    """Most of the line's words (Chinese: characters) are in what the reader said."""
+    units = re.findall(r"[\u4e00-\u9fff]", line) or re.findall(r"[a-z0-9']+", line.lower())
+    said = text.lower()
+    return bool(units) and sum(u in said for u in units) >= 0.8 * len(units)
 
 
 DISTILLERS: Registry[Callable[..., list[Fact]]] = Registry("memory distiller")

@@ -125,12 +125,13 @@ class ConversationStore:
         self.path = str(path)
         self.timeout = timeout
         self._uri = self.path.startswith("file:")
-        self._keeper: sqlite3.Connection | None = None
-        if self._uri:  # an in-memory database lives as long as one connection to it stays open
-            self._keeper = sqlite3.connect(self.path, uri=True, check_same_thread=False)
-        else:
+        if not self._uri:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One idle connection stays open: an in-memory database lives as long as one does, and a file's last
+        # connection closing checkpoints the WAL with an fsync (~10 ms on every write, before each first token).
+        self._keeper = sqlite3.connect(self.path, uri=self._uri, check_same_thread=False)
         self._open()
+        self._keeper.execute("SELECT COUNT(*) FROM _migrations").fetchone()  # now it holds the WAL open too
 
     @property
     def label(self) -> str:
@@ -167,6 +168,9 @@ class ConversationStore:
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
+            # WAL's recommended level: a commit no longer waits for fsync (24 -> ~1 ms before each first token);
+            # a process crash loses nothing committed, a power cut at worst the last turns, never the file.
+            db.execute("PRAGMA synchronous=NORMAL")
             yield db
         finally:
             db.close()

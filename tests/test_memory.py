@@ -49,13 +49,13 @@ def test_questions_hypotheticals_and_remarks_are_not_memories(said: str) -> None
     assert distil_rules(said) == []
 
 
-def test_the_model_distiller_is_registered_and_parses_a_list() -> None:
+def test_the_model_distiller_keeps_only_what_the_reader_said() -> None:
     class Lister:  # a stand-in for the chat model (named fake): answers the distil prompt with a list
         def invoke(self, messages, **kw):  # noqa: ANN001, ANN003
             from langchain_core.messages import AIMessage
 
             assert "我最喜欢栀子花" in messages[0].content and kw["temperature"] == 0
-            return AIMessage("- 我叫小雨\n2. 我最喜欢栀子花\n无")
+            return AIMessage("- 我叫小雨\n2. 我最喜欢栀子花\n我叫阿明\n无")  # 阿明: the prompt's own example
 
     distil = mem.DISTILLERS.create("model")
     assert [(f.kind, f.text) for f in distil("我叫小雨，我最喜欢栀子花", llm=Lister(), lang="zh")] == \

@@ -111,6 +111,8 @@ def controls(msg: chat.Message, last: bool) -> None:
                        on_click=_act, args=("edit", msg.id))
         cols[4].button("🗑", key=f"delete-{msg.id}", help="Delete this question and her answers",
                        on_click=_act, args=("delete_turn", msg.id))
+        if last:  # asked, but the answer failed: ask her again
+            cols[5].button("🔄 Answer", key=f"regenerate-{msg.id}", on_click=_act, args=("regenerate",))
     elif last:
         cols[3].button("🔄", key=f"regenerate-{msg.id}", help="Regenerate: another answer (this one stays, ◀ ▶ to page)",
                        on_click=_act, args=("regenerate",))
@@ -256,7 +258,7 @@ def answer(conv: chat.Conversation, question: str, settings: Settings, avatar: s
                 st.markdown(chat.sources_markdown(done.sources))
         shown = conv.messages
         controls(shown[-1], last=True)
-    if user_box is not None and done is not None and len(shown) > 1:
+    if user_box is not None and len(shown) > 1:
         with user_box:  # the question's own buttons, now that it is saved
             controls(shown[-2], last=False)
 
