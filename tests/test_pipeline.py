@@ -101,7 +101,7 @@ def test_cli_speaks_into_the_out_folder(zh_store, tiny_qwen_dir: Path, zhiyin_ho
     out = tmp_path / "out"
     env = dict(os.environ, ZHIYIN_HOME=str(zhiyin_home), ZHIYIN_LLM_BACKEND="transformers",
                ZHIYIN_LLM_MODEL=str(tiny_qwen_dir), ZHIYIN_MAX_TOKENS="12", ZHIYIN_THREADS="2",
-               ZHIYIN_TTS_ENGINE="espeak")
+               ZHIYIN_TTS_ENGINE="espeak", ZHIYIN_READER_TEMPERATURE="0")  # the tiny model's answer, repeatable
     proc = subprocess.run([sys.executable, str(REPO / "ragchat.py"), zh_store, "-q", "黛玉给鹦鹉取的名字叫什么？",
                            "--speak", "--out", str(out), "--json"], capture_output=True, text=True, env=env,
                           timeout=300)
@@ -109,5 +109,5 @@ def test_cli_speaks_into_the_out_folder(zh_store, tiny_qwen_dir: Path, zhiyin_ho
     answer = (out / "01-answer.txt").read_text(encoding="utf-8").strip()
     assert answer
     wavs = sorted(out.glob("01-*.wav"))
-    assert wavs and all(w.with_suffix(".vtt").is_file() for w in wavs)
+    assert wavs and all(w.with_suffix(".vtt").is_file() for w in wavs), (answer, proc.stderr[-2000:])
     assert wavs[0].read_bytes()[:4] == b"RIFF"

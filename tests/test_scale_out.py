@@ -219,7 +219,9 @@ def test_the_openai_backend_through_llama_cpps_own_server(home: Path, tmp_path: 
                 stream_options={"include_usage": True})
             chunks = list(stream)
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 3 and text.strip()
+            # Token streaming through the backend is checked above; here the persona guard holds a role-play
+            # answer's first sentence until it cannot be an echo, so a one-sentence answer is one delta.
+            assert [c for c in chunks if c.choices and c.choices[0].delta.content] and text.strip(), text
             assert chunks[-1].usage.completion_tokens <= 24 and chunks[-1].usage.prompt_tokens > 200
             assert chunks[0].model_extra["sources"] and chunks[-1].system_fingerprint.startswith("openai:")
         finally:
