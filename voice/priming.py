@@ -107,7 +107,8 @@ _ZH_REN_SPEAKER = re.compile(r"(?:^|[。！？，：”\s])([\u4e00-\u9fff]{1,2}
 def _everyday(word: str, count: int, chars: int) -> bool:
     """True for a word not 20 times more frequent in the book than in jieba's general dictionary
     (大家, 心里, 点头); 宝玉 (a common word too) is 58 times more frequent in 红楼梦."""
-    from knowledge_base.keywords import _base_jieba  # the dictionary the store already loaded, not a second copy
+    # The dictionary the knowledge base already loaded, not a second copy.
+    from knowledge_base.keywords import _base_jieba
 
     jieba = _base_jieba()
     return count / max(chars, 1) < 20 * jieba.FREQ.get(word, 0) / jieba.total
