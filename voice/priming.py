@@ -28,7 +28,7 @@ from registry import Registry
 
 log = logging.getLogger("voice")
 
-# The whole context, in Whisper tokens: 165 heard better than 120 (CER 0.285 vs 0.311 before correction,
+# The whole context, in Whisper tokens: ~170 heard better than 120 (CER 0.285 vs 0.311 before correction,
 # bench/asr_bench.py); with ZH_PROMPT it stays under voice.asr.MAX_PROMPT_TOKENS.
 CONTEXT_TOKENS = 165
 LAST_TURN_TOKENS = 45  # the last turn's share: its start, where the question and the answer's topic are
@@ -264,7 +264,7 @@ def priming_context(card: Any, last_turn: str = "", store: Any = None,
     Chosen most relevant first within ``max_tokens`` Whisper tokens (her names, then the last turn's
     start, then as many of the book's names as fit), but the last turn is placed last: Whisper reads
     its prompt as the text just before what it hears, and a list there is continued as a list
-    (宝玉、杰林、...), whereas the turn before reads on into a question (CER 0.285 -> 0.255 heard,
+    (宝玉、杰林、...), whereas the turn before reads on into a question (CER 0.286 -> 0.255 heard,
     bench/asr_bench.py). ``card`` is a characters.Card; ``last_turn`` the previous question and
     answer; ``store`` as in :func:`book_terms`.
     """
