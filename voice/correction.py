@@ -76,9 +76,9 @@ def _alike(name: tuple[str, ...], heard: tuple[str, ...]) -> bool:
     (潇湘馆 heard as 乡乡馆, 蘅芜苑 as 红无院, 怡红院 as 以红月)."""
     if name == heard:
         return True
-    if len(name) < NEAR_FROM:
+    if len(name) < NEAR_FROM or len(name) != len(heard):
         return False
-    off = [(a, b) for a, b in zip(name, heard) if a != b]
+    off = [(a, b) for a, b in zip(name, heard, strict=True) if a != b]
     return len(off) == 1 and off[0][0][0] == off[0][1][0]
 
 
@@ -104,7 +104,7 @@ def _fix_run(run: str, names: list[str]) -> str:
             cands = [x for x in group if _alike(_sounds(x), folded[i:i + n])]
             if not cands:
                 continue
-            best = max(cands, key=lambda x: (sum(a == b for a, b in zip(_raw_sounds(x), exact[i:i + n])),
+            best = max(cands, key=lambda x: (sum(a == b for a, b in zip(_raw_sounds(x), exact[i:i + n], strict=False)),
                                              -names.index(x)))
             chars[i:i + n] = list(best)
             fixed[i:i + n] = [True] * n

@@ -28,7 +28,7 @@ from registry import Registry
 
 log = logging.getLogger("voice")
 
-# The whole context, in Whisper tokens: 165 heard better than 120 (CER 0.285 vs 0.311 before correction,
+# The whole context, in Whisper tokens: ~170 heard better than 120 (CER 0.285 vs 0.311 before correction,
 # bench/asr_bench.py); with ZH_PROMPT it stays under voice.asr.MAX_PROMPT_TOKENS.
 CONTEXT_TOKENS = 165
 LAST_TURN_TOKENS = 45  # the last turn's share: its start, where the question and the answer's topic are
@@ -107,7 +107,8 @@ _ZH_REN_SPEAKER = re.compile(r"(?:^|[。！？，：”\s])([\u4e00-\u9fff]{1,2}
 def _everyday(word: str, count: int, chars: int) -> bool:
     """True for a word not 20 times more frequent in the book than in jieba's general dictionary
     (大家, 心里, 点头); 宝玉 (a common word too) is 58 times more frequent in 红楼梦."""
-    from knowledge_base.keywords import _base_jieba  # the dictionary the store already loaded, not a second copy
+    # The dictionary the knowledge base already loaded, not a second copy.
+    from knowledge_base.keywords import _base_jieba
 
     jieba = _base_jieba()
     return count / max(chars, 1) < 20 * jieba.FREQ.get(word, 0) / jieba.total
@@ -263,7 +264,7 @@ def priming_context(card: Any, last_turn: str = "", store: Any = None,
     Chosen most relevant first within ``max_tokens`` Whisper tokens (her names, then the last turn's
     start, then as many of the book's names as fit), but the last turn is placed last: Whisper reads
     its prompt as the text just before what it hears, and a list there is continued as a list
-    (宝玉、杰林、...), whereas the turn before reads on into a question (CER 0.285 -> 0.255 heard,
+    (宝玉、杰林、...), whereas the turn before reads on into a question (CER 0.286 -> 0.255 heard,
     bench/asr_bench.py). ``card`` is a characters.Card; ``last_turn`` the previous question and
     answer; ``store`` as in :func:`book_terms`.
     """
