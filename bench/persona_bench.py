@@ -58,7 +58,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]")
 ASSISTANT_ZH = ("有什么可以帮", "我可以帮你", "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助")
-ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can help you|happy to help|glad to help|I'd be happy to|"
+ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
+                          r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
                           r"I hope this helps|feel free to|let me know if", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
