@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from sentences import SENT_END
 
+# Code, and the markdown and LaTeX an assistant dresses answers in (**步骤**, \(x^2\)): never hers.
 _CODE = re.compile(r"```|^\s*(?:def|class|import|from|for|while|return|print)\b.*[:(]|\w+\s*=\s*\w+\(|\[::-1\]|"
-                   r"\bfunction\s+\w+\s*\(|console\.log|#include", re.M)
+                   r"\bfunction\s+\w+\s*\(|console\.log|#include|\*\*\S|\\\(|\\frac|\^\d", re.M)
 
 
 def units(text: str, lang: str) -> list[str]:
