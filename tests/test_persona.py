@@ -105,6 +105,25 @@ def test_modern_words_are_whole_words_in_latin_script() -> None:
     assert guard.modern_words("我想去张家界", ["张家界", "新疆"]) == ["张家界"]
 
 
+def test_her_name_as_someone_elses_is_third_person_but_her_own_introduction_is_not() -> None:
+    names = ["林黛玉", "黛玉", "林妹妹"]
+    assert guard.third_person("我呆立着，看着黛玉咳嗽。", names, "zh") == 7
+    assert guard.third_person("我是林黛玉，宝玉总叫我林妹妹。", names, "zh") == -1
+    assert guard.third_person("I am Elizabeth Bennet; my father calls me Lizzy.", ["Elizabeth", "Lizzy"], "en") == -1
+    assert guard.third_person("I smiled. Elizabeth was never one to sulk.", ["Elizabeth"], "en") == 10
+
+
+def test_an_answer_that_recites_its_prompt_is_caught() -> None:
+    card = load_card("daiyu")
+    head = prompting.system_prompt(card, prompting.MODES.create("roleplay"), Budget())
+    recital = "我叫林黛玉。" + card.persona.strip()[20:60]
+    assert guard.copied_from(recital, head, "zh") == len("我叫林黛玉。")
+    assert guard.copied_from("我叫林黛玉，字颦颦，住在潇湘馆。", head, "zh") == -1
+    gate = guard.Gate(guard.Rules("zh", "你是谁？", head=head), before="我")
+    _through(gate, "叫林黛玉。" + card.persona.strip()[20:60])
+    assert gate.reason == "recited the prompt" and "".join(gate.shown) == "叫林黛玉。"
+
+
 def _through(gate: guard.Gate, text: str, cut_off: bool = False) -> list[str]:
     out = [gate.feed(ch) for ch in text]
     out.append(gate.close(cut_off))
@@ -137,6 +156,8 @@ def test_the_gate_refuses_code_and_assistant_talk_and_ends_a_cut_off_answer_on_a
     assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text, cut_off=True)) == \
         "I never write anything, sir."
     assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text)) == "I" + text
+    trailing = guard.Gate(guard.Rules("zh", "你觉得湘云怎样？", echo=False), before="我")
+    assert "".join(_through(trailing, "觉得她是个值得敬重的，", cut_off=True)).endswith("值得敬重的……")
 
 
 # ------------------------------------------------------------------- her classic scenes
