@@ -29,7 +29,7 @@ from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
 from llm.common import REPETITION, steering
-from persona.guard import Gate, Rules
+from persona.guard import Gate, Rules, trail_off
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
 
@@ -411,10 +411,13 @@ class Companion:
             if said != prepared.prefill:  # continue what was shown, as the answer's given start
                 base = prepared.messages[:-1] if prepared.prefill else prepared.messages
                 messages = [*base, AIMessage(said)]
-        if said.strip() == prepared.prefill.strip():
+        if said.strip() != prepared.prefill.strip():
+            tail = trail_off(said, self.lang)  # the guard stopped it mid-sentence: it trails off
+        else:  # nothing passed: she does not understand (the line starts with the given start, if any)
             fallback = str((prompting.texts_for(self.card).get("guard") or {}).get("fallback") or "")
-            if fallback:
-                yield fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
+            tail = fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
+        if tail:
+            yield tail
 
     def _record(self, prepared: PreparedTurn, answer: str) -> None:
         self.history.append(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,

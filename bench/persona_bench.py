@@ -125,6 +125,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
         "code": code, "assistant": assistant, "ai_talk": ai_talk,
         "loop": loop, "echo": echo, "anachronisms": old,
         "length": len(_units(answer, lang)),
+        # Not a fault in the issue's terms, but a reader sees it: an answer that stops mid-sentence or trails off.
+        "unfinished": not re.search(r"[。！？!?.”\"』」）)]\s*$", answer) or answer.rstrip().endswith("…"),
     }
     out["fault"] = bool(out["breaking"] or loop or echo or old)
     if item and item.get("expect"):
@@ -252,7 +254,7 @@ def summarise(rows: list[dict]) -> dict:
         "first_person": share("first_person"), "breaking": share("breaking"), "loops": share("loop"),
         "echoes": share("echo"), "anachronisms": share("anachronisms"), "faults": share("fault"),
         "faults_adversarial": share("fault", adversarial),
-        "facts_ok": share("fact_ok", facts), "n_facts": len(facts),
+        "facts_ok": share("fact_ok", facts), "n_facts": len(facts), "unfinished": share("unfinished"),
         "length_median": statistics.median([r["length"] for r in rows]) if rows else None,
         "retried": sum(1 for r in rows if r.get("guard")),
     }
@@ -279,7 +281,8 @@ def print_table(runs: list[dict]) -> None:
         for cid, s in run["characters"].items():
             print(f"{run['label']:14} {cid:10} n={s['n']:2} 1st-p {s['first_person']} break {s['breaking']} "
                   f"loops {s['loops']} echo {s['echoes']} anachr {s['anachronisms']} faults {s['faults']} "
-                  f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} len {s['length_median']} "
+                  f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} unfinished {s.get('unfinished')} "
+                  f"len {s['length_median']} "
                   f"style {s['style']['answers']} (ceiling {s['style']['ceiling_held_out_lines']})")
 
 

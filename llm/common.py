@@ -4,6 +4,7 @@ for repetition control and words to steer away from (``Repetition``, ``steering`
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -84,11 +85,13 @@ REPETITION = {
 
 
 def word_forms(word: str) -> list[str]:
-    """How a word may appear in generated text: as is, after a space, capitalised (English)."""
-    forms = [word, " " + word]
-    if word[:1].islower():
-        forms += [word[:1].upper() + word[1:], " " + word[:1].upper() + word[1:]]
-    return forms
+    """How a word may start in generated text: Chinese as is; a Latin word after a space, and capitalised.
+    A bare lowercase Latin form is left out: as a token it is also a piece of other words ("app" in
+    "disappoint"), and banning it garbles them."""
+    if not re.search(r"[A-Za-z]", word):
+        return [word]
+    cap = word[:1].upper() + word[1:]
+    return list(dict.fromkeys([" " + word, " " + cap, cap]))
 
 
 def steering(model: Any, repetition: Repetition | None, avoid: Sequence[str] = ()) -> dict[str, Any]:

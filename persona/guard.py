@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sentences import SENT_END
+from sentences import ABBREV, SENT_END
 
 # Code, and the markdown and LaTeX an assistant dresses answers in (**步骤**, \(x^2\)): never hers.
 _CODE = re.compile(r"```|^\s*(?:def|class|import|from|for|while|return|print)\b.*[:(]|\w+\s*=\s*\w+\(|\[::-1\]|"
@@ -89,6 +89,9 @@ def modern_words(text: str, words: Iterable[str]) -> list[str]:
     return found
 
 
+# A script's speaker tag: the answer turns narrator (紫鹃道：“姑娘…” / "…," said Jane.), copying the book's form.
+_NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|便|因|听了)?(?:道|说道|问道)[：:]\s*[“\"「]"),
+              "en": re.compile(r"[,.!?]\"\s+(?:said|cried|replied|returned|answered|added)\s+(?:[A-Z][a-z]+|he|she)\b")}
 _SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
                 "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
 
@@ -142,6 +145,18 @@ class Rules:
     head: str = ""  # the prompt's static head: an answer must not recite it
 
 
+def _ends(text: str) -> list[int]:
+    """Where the whole sentences of ``text`` end ("Mr. Darcy" does not end one)."""
+    return [m.end() for m in SENT_END.finditer(text) if not text[:m.end()].rstrip().endswith(ABBREV)]
+
+
+def trail_off(text: str, lang: str) -> str:
+    """What to add to an answer that stops mid-sentence, so it trails off instead of breaking ('' if whole)."""
+    if not text.strip() or re.search(r"[。！？!?.…”\"』」）)]\s*$", text):
+        return ""
+    return "……" if lang == "zh" else "…"
+
+
 @dataclass
 class Gate:
     """Releases a streaming answer as soon as it is safe: the opening is held until it can no longer be
@@ -161,6 +176,8 @@ class Gate:
     def __post_init__(self) -> None:
         words = [*self.rules.modern, *self.rules.assistant, *self.rules.names, "```"]
         self.hold = max(len(w) for w in words) + 1  # what may still be the start of a guarded word
+        if self.rules.echo:  # in character: or a speaker tag (紫鹃道：“ / ," said Jane)
+            self.hold = max(self.hold, 10 if self.rules.lang == "zh" else 24)
         if self.rules.head:  # or the start of a recital: 16 characters, 10 words
             self.hold = max(self.hold, 17 if self.rules.lang == "zh" else 70)
         self.opened = self.continuing or not self.rules.echo  # the opening can no longer be an echo
@@ -186,7 +203,7 @@ class Gate:
 
     def _stop(self, why: str, at: int) -> str:
         """Trip: show the clean whole sentences before the fault (an answer continued from there reads on)."""
-        ends = [m.end() for m in SENT_END.finditer(self.pending[:max(at, 0)])] if self.opened else []
+        ends = _ends(self.pending[:max(at, 0)]) if self.opened else []
         out = self._show(ends[-1]) if ends else ""
         self.reason, self.pending = why, ""
         return out
@@ -218,6 +235,9 @@ class Gate:
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))
+        told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only
+        if told_by:
+            return "narration", told_by.start() - len(seen)
         named = third_person(fresh, r.names, r.lang)
         if named >= 0:
             return "third person", named - len(seen)
@@ -240,11 +260,12 @@ class Gate:
             return self._stop(why, at)
         tail = self.pending
         if cut_off:
-            ends = [m.end() for m in SENT_END.finditer(tail)]
+            ends = _ends(tail)
             if ends:
                 tail = tail[: ends[-1]]
-            elif (self.before + self.shown + tail).strip():
-                tail = tail.rstrip("，,、；;：: ") + ("……" if self.rules.lang == "zh" else "…")
+            else:
+                tail = tail.rstrip("，,、；;：: ")
+                tail += trail_off(self.before + self.shown + tail, self.rules.lang)
         self.pending = tail
         out = self._show(len(tail))
         self.pending = ""

@@ -9,6 +9,7 @@ cannot be made to echo on purpose). Two slow tests ask the packaged GGUF.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -113,6 +114,15 @@ def test_her_name_as_someone_elses_is_third_person_but_her_own_introduction_is_n
     assert guard.third_person("I smiled. Elizabeth was never one to sulk.", ["Elizabeth"], "en") == 10
 
 
+def test_an_answer_that_turns_narrator_is_caught() -> None:
+    gate = guard.Gate(guard.Rules("zh", "紫鹃待你怎么样？"), before="我")
+    shown = "".join(_through(gate, "今天又来看你，你过得好吗？\n\n紫鹃道：“姑娘该吃药了。”"))
+    assert gate.reason == "narration" and "紫鹃道" not in shown
+    gate = guard.Gate(guard.Rules("en", "How is Jane?"), before="I")
+    _through(gate, ' think her well. "She is quite recovered," said Jane, smiling.')
+    assert gate.reason == "narration"
+
+
 def test_an_answer_that_recites_its_prompt_is_caught() -> None:
     card = load_card("daiyu")
     head = prompting.system_prompt(card, prompting.MODES.create("roleplay"), Budget())
@@ -189,6 +199,18 @@ def test_book_scenes_are_exchanges_in_the_books_words_and_verse_is_left_out() ->
     assert sum(prompting.count_tokens(s.text) + 1 for s in scenes.choose(found, vecs, 80, "zh")) <= 80
 
 
+def test_scenes_are_told_to_her_in_the_second_person() -> None:
+    zh = "宝钗笑道：“到底是颦儿，这三首谁也压不过。”黛玉道：“我不过胡诌几句。”脸望着黛玉说话。"
+    assert scenes.as_you(zh, ["林黛玉", "黛玉", "颦儿"], "zh") == \
+        "宝钗笑道：“到底是颦儿，这三首谁也压不过。”你道：“我不过胡诌几句。”脸望着你说话。"
+    en = ('"Miss Eliza Bennet," said Miss Bingley, "despises cards." "I deserve neither," cried Elizabeth; '
+          '"I am not a great reader." Elizabeth coloured. Elizabeth\'s aunt smiled.')
+    names = ["Elizabeth", "Eliza", "Miss Eliza Bennet"]
+    assert scenes.as_you(en, names, "en") == ('"Miss Eliza Bennet," said Miss Bingley, "despises cards." "I deserve '
+                                              'neither," you cried; "I am not a great reader." You coloured. '
+                                              'Your aunt smiled.')
+
+
 def test_a_character_built_from_a_book_gets_her_scenes_in_the_cached_head(zh_store, zhiyin_home: Path) -> None:
     bot = Companion(zh_store, mode="roleplay", llm=object())  # the model is not called
     head = bot.system()
@@ -259,7 +281,7 @@ def test_transformers_caps_repeated_ngrams_and_never_writes_a_banned_word(tiny_q
     free = str(model.invoke(ask).content)
     assert str(model.invoke(ask, repetition=Repetition(max_ngram_repeats=1, ngram=2)).content) != free
     words = {tokenizer.decode([i]).strip() for i in tokenizer(free, add_special_tokens=False)["input_ids"]}
-    word = max((w for w in words if w.isalpha()), key=len)  # a word the model wrote
+    word = max((w for w in words if re.fullmatch(r"[\u4e00-\u9fff]+", w)), key=len)  # a Chinese word it wrote
     assert word in free and word not in str(model.invoke(ask, avoid=[word]).content)
 
 
