@@ -33,7 +33,7 @@ from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
 from llm.common import REPETITION, steering
-from persona.guard import Gate, Rules
+from persona.guard import Gate, Rules, trail_off
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
 
@@ -404,14 +404,16 @@ class Companion:
 
         yield Done(full, prepared.sources, timings, prepared.tokens, prepared.warning, model_label(self.llm))
 
-    def _rules(self, text: str) -> Rules:
+    def _rules(self, text: str, head: str = "") -> Rules:
         """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
-        era's words and assistant talk in character."""
+        era's words, assistant talk and her own name as someone else's in character ("Miss Bennet" may be
+        Jane)."""
         words = prompting.texts_for(self.card).get("guard") or {}
         era = self.mode.in_character and bool(self.card.era.strip())
+        own = self.mode.in_character  # a reader's answer may well restate the question, or name her
         return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
-                     tuple(words.get("assistant") or ()) if self.mode.in_character else (),
-                     echo=self.mode.in_character)  # a reader's answer may well restate the question
+                     tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
+                     names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else ())
 
     def _guarded(self, prepared: PreparedTurn, text: str, run: Any, sampling: dict[str, Any]) -> Iterator[str | None]:
         """The answer's text as the guard lets it through (None marks the model's first token).
@@ -420,7 +422,7 @@ class Companion:
         from. An answer that trips the guard before anything of it was shown is regenerated once with other
         dice; one that trips later is continued once from what was shown (or ends there, on a backend that
         cannot continue an answer). If nothing passes, she says the card's language's fallback line."""
-        rules = self._rules(text)
+        rules = self._rules(text, str(prepared.messages[0].content))
         sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
         cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any
         sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))
@@ -460,10 +462,13 @@ class Companion:
             if said != prepared.prefill:  # continue what was shown, as the answer's given start
                 base = prepared.messages[:-1] if prepared.prefill else prepared.messages
                 messages = [*base, AIMessage(said)]
-        if said.strip() == prepared.prefill.strip():
+        if said.strip() != prepared.prefill.strip():
+            tail = trail_off(said, self.lang)  # the guard stopped it mid-sentence: it trails off
+        else:  # nothing passed: she does not understand (the line starts with the given start, if any)
             fallback = str((prompting.texts_for(self.card).get("guard") or {}).get("fallback") or "")
-            if fallback:
-                yield fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
+            tail = fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
+        if tail:
+            yield tail
 
     def _record(self, prepared: PreparedTurn, answer: str) -> None:
         self._record_turn(Turn(prepared.question, prepared.prompt, answer, prepared.sources, prepared.lore,

@@ -56,9 +56,11 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\btechnology\b", r"\bOpenAI\b", r"\bchatbot", r"\bInstagram\b", r"\bTikTok\b", r"\bmovies?\b",
              r"\bfilms?\b", r"\bokay\b", r"\bteenager", r"\bweekend\b", r"\bhomework\b")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
-CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]")
+CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
+                  r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
 ASSISTANT_ZH = ("有什么可以帮", "我可以帮你", "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助")
-ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can help you|happy to help|glad to help|I'd be happy to|"
+ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
+                          r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
                           r"I hope this helps|feel free to|let me know if", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
@@ -123,6 +125,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
         "code": code, "assistant": assistant, "ai_talk": ai_talk,
         "loop": loop, "echo": echo, "anachronisms": old,
         "length": len(_units(answer, lang)),
+        # Not a fault in the issue's terms, but a reader sees it: an answer that stops mid-sentence or trails off.
+        "unfinished": not re.search(r"[。！？!?.”\"』」）)]\s*$", answer) or answer.rstrip().endswith("…"),
     }
     out["fault"] = bool(out["breaking"] or loop or echo or old)
     if item and item.get("expect"):
@@ -250,7 +254,7 @@ def summarise(rows: list[dict]) -> dict:
         "first_person": share("first_person"), "breaking": share("breaking"), "loops": share("loop"),
         "echoes": share("echo"), "anachronisms": share("anachronisms"), "faults": share("fault"),
         "faults_adversarial": share("fault", adversarial),
-        "facts_ok": share("fact_ok", facts), "n_facts": len(facts),
+        "facts_ok": share("fact_ok", facts), "n_facts": len(facts), "unfinished": share("unfinished"),
         "length_median": statistics.median([r["length"] for r in rows]) if rows else None,
         "retried": sum(1 for r in rows if r.get("guard")),
     }
@@ -277,7 +281,8 @@ def print_table(runs: list[dict]) -> None:
         for cid, s in run["characters"].items():
             print(f"{run['label']:14} {cid:10} n={s['n']:2} 1st-p {s['first_person']} break {s['breaking']} "
                   f"loops {s['loops']} echo {s['echoes']} anachr {s['anachronisms']} faults {s['faults']} "
-                  f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} len {s['length_median']} "
+                  f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} unfinished {s.get('unfinished')} "
+                  f"len {s['length_median']} "
                   f"style {s['style']['answers']} (ceiling {s['style']['ceiling_held_out_lines']})")
 
 

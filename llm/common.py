@@ -4,6 +4,7 @@ for repetition control and words to steer away from (``Repetition``, ``steering`
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -48,9 +49,9 @@ class Repetition:
 
     DRY (llama.cpp's "don't repeat yourself" sampler) penalises a token that would extend a sequence
     already seen in the last ``dry_penalty_last_n`` tokens, more the longer the sequence: it stops the
-    我想去扬州，我想去苏州，我想去… loop without touching a name said twice. The window also covers the end
-    of the prompt (the visitor's words), so saying them back is penalised too, while the passages further
-    up stay free to quote. The numbers were measured with bench/persona_bench.py (docs/persona.md)."""
+    我想去扬州，我想去苏州，我想去… loop without touching a name said twice. Its window also covers the end
+    of the prompt, so saying the question back is penalised too. Measured with bench/persona_bench.py
+    (docs/persona.md)."""
 
     repeat_penalty: float = 1.0  # 1.0 = off; divides the logits of tokens in the last repeat_last_n
     repeat_last_n: int = 64
@@ -73,21 +74,24 @@ class Repetition:
                                   ("frequency_penalty", self.frequency_penalty)) if v}
 
 
-# Per mode. Reader answers copy the passages' words, so only loops in the answer itself are stopped (a
-# short DRY window); role-play also keeps off the visitor's words and the lines shown to it.
+# Per mode, both with a short DRY window: the answer itself and the end of the prompt (the question). A
+# window over the whole prompt (-1), or repeats allowed only up to 2 tokens, garbled names the answer had
+# every reason to repeat ("all the way to Netherield"): see docs/persona.md.
 REPETITION = {
-    "reader": Repetition(dry_multiplier=0.8, dry_penalty_last_n=64, max_ngram_repeats=2),
-    "roleplay": Repetition(repeat_penalty=1.1, frequency_penalty=0.2, dry_multiplier=0.8,
-                           dry_penalty_last_n=192, max_ngram_repeats=2),
+    "reader": Repetition(dry_multiplier=0.8, dry_allowed_length=3, dry_penalty_last_n=64, max_ngram_repeats=2),
+    "roleplay": Repetition(repeat_penalty=1.1, frequency_penalty=0.2, dry_multiplier=0.8, dry_allowed_length=3,
+                           dry_penalty_last_n=64, max_ngram_repeats=2),
 }
 
 
 def word_forms(word: str) -> list[str]:
-    """How a word may appear in generated text: as is, after a space, capitalised (English)."""
-    forms = [word, " " + word]
-    if word[:1].islower():
-        forms += [word[:1].upper() + word[1:], " " + word[:1].upper() + word[1:]]
-    return forms
+    """How a word may start in generated text: Chinese as is; a Latin word after a space, and capitalised.
+    A bare lowercase Latin form is left out: as a token it is also a piece of other words ("app" in
+    "disappoint"), and banning it garbles them."""
+    if not re.search(r"[A-Za-z]", word):
+        return [word]
+    cap = word[:1].upper() + word[1:]
+    return list(dict.fromkeys([" " + word, " " + cap, cap]))
 
 
 def steering(model: Any, repetition: Repetition | None, avoid: Sequence[str] = ()) -> dict[str, Any]:

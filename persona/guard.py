@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from sentences import SENT_END
+from sentences import ABBREV, SENT_END
 
+# Code, and the markdown and LaTeX an assistant dresses answers in (**步骤**, \(x^2\)): never hers.
 _CODE = re.compile(r"```|^\s*(?:def|class|import|from|for|while|return|print)\b.*[:(]|\w+\s*=\s*\w+\(|\[::-1\]|"
-                   r"\bfunction\s+\w+\s*\(|console\.log|#include", re.M)
+                   r"\bfunction\s+\w+\s*\(|console\.log|#include|\*\*\S|\\\(|\\frac|\^\d", re.M)
 
 
 def units(text: str, lang: str) -> list[str]:
@@ -87,6 +89,48 @@ def modern_words(text: str, words: Iterable[str]) -> list[str]:
     return found
 
 
+# A script's speaker tag: the answer turns narrator (紫鹃道：“姑娘…” / "…," said Jane.), copying the book's form.
+_NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|便|因|听了)?(?:道|说道|问道)[：:]\s*[“\"「]"),
+              "en": re.compile(r"[,.!?]\"\s+(?:said|cried|replied|returned|answered|added)\s+(?:[A-Z][a-z]+|he|she)\b")}
+_SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
+                "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
+
+
+def third_person(text: str, names: Iterable[str], lang: str) -> int:
+    """Where the answer first names her as someone else ("看着黛玉咳嗽", "Elizabeth thought"), -1 if it never
+    does; "我是林黛玉" / "I am Elizabeth" / "they call me Lizzy" are her own name said by her."""
+    found, seen = [], []
+    for name in sorted(names, key=len, reverse=True):  # 林黛玉 before the 黛玉 inside it
+        for m in re.finditer(re.escape(name), text):
+            if any(a <= m.start() < b for a, b in seen):
+                continue
+            seen.append(m.span())
+            if not _SELF_BEFORE[lang].search(text[max(0, m.start() - 12):m.start()]):
+                found.append(m.start())
+    return min(found, default=-1)
+
+
+def copied_from(text: str, source: str, lang: str) -> int:
+    """Where ``text`` starts copying a long stretch of ``source`` word for word (16 Chinese characters,
+    10 English words), -1 if it does not: a small model recites its prompt (你是林如海与贾敏的独女，母亲早逝后…)."""
+    n = 16 if lang == "zh" else 10
+    grams = _grams(source, lang, n)
+    if lang == "zh":
+        return next((i for i in range(len(text) - n + 1) if text[i:i + n] in grams), -1)
+    words = [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
+    return next((words[i][0] for i in range(len(words) - n + 1)
+                 if tuple(w for _, w in words[i:i + n]) in grams), -1)
+
+
+@lru_cache(maxsize=16)
+def _grams(source: str, lang: str, n: int) -> frozenset:
+    """Every stretch of ``n`` characters (Chinese) or words (English) of a prompt head, once per head."""
+    if lang == "zh":
+        return frozenset(source[i:i + n] for i in range(len(source) - n + 1))
+    src = re.findall(r"[A-Za-z']+", source.lower())
+    return frozenset(tuple(src[i:i + n]) for i in range(len(src) - n + 1))
+
+
 @dataclass(frozen=True)
 class Rules:
     """One character's limits in one conversation turn."""
@@ -97,6 +141,20 @@ class Rules:
     assistant: tuple[str, ...] = ()  # an assistant's phrases ("How can I help")
     code: bool = True
     echo: bool = True  # hold the opening until it cannot be the question said back
+    names: tuple[str, ...] = ()  # hers: said as someone else's, they break the first person
+    head: str = ""  # the prompt's static head: an answer must not recite it
+
+
+def _ends(text: str) -> list[int]:
+    """Where the whole sentences of ``text`` end ("Mr. Darcy" does not end one)."""
+    return [m.end() for m in SENT_END.finditer(text) if not text[:m.end()].rstrip().endswith(ABBREV)]
+
+
+def trail_off(text: str, lang: str) -> str:
+    """What to add to an answer that stops mid-sentence, so it trails off instead of breaking ('' if whole)."""
+    if not text.strip() or re.search(r"[。！？!?.…”\"』」）)]\s*$", text):
+        return ""
+    return "……" if lang == "zh" else "…"
 
 
 @dataclass
@@ -116,8 +174,12 @@ class Gate:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        words = [*self.rules.modern, *self.rules.assistant, "```"]
+        words = [*self.rules.modern, *self.rules.assistant, *self.rules.names, "```"]
         self.hold = max(len(w) for w in words) + 1  # what may still be the start of a guarded word
+        if self.rules.echo:  # in character: or a speaker tag (紫鹃道：“ / ," said Jane)
+            self.hold = max(self.hold, 10 if self.rules.lang == "zh" else 24)
+        if self.rules.head:  # or the start of a recital: 16 characters, 10 words
+            self.hold = max(self.hold, 17 if self.rules.lang == "zh" else 70)
         self.opened = self.continuing or not self.rules.echo  # the opening can no longer be an echo
 
     def feed(self, piece: str) -> str:
@@ -141,7 +203,7 @@ class Gate:
 
     def _stop(self, why: str, at: int) -> str:
         """Trip: show the clean whole sentences before the fault (an answer continued from there reads on)."""
-        ends = [m.end() for m in SENT_END.finditer(self.pending[:max(at, 0)])] if self.opened else []
+        ends = _ends(self.pending[:max(at, 0)]) if self.opened else []
         out = self._show(ends[-1]) if ends else ""
         self.reason, self.pending = why, ""
         return out
@@ -170,6 +232,15 @@ class Gate:
         if old:
             at = min(m.start() for w in old for m in [re.search(re.escape(w), fresh, re.I)] if m)
             return "modern: " + ", ".join(old), at - len(seen)
+        recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
+        if recited >= 0:
+            return "recited the prompt", max(0, recited - len(told[-60:]))
+        told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only
+        if told_by:
+            return "narration", told_by.start() - len(seen)
+        named = third_person(fresh, r.names, r.lang)
+        if named >= 0:
+            return "third person", named - len(seen)
         code = _CODE.search(fresh) if r.code else None
         if code:
             return "code", code.start() - len(seen)
@@ -180,17 +251,22 @@ class Gate:
         return "", -1
 
     def close(self, cut_off: bool = False) -> str:
-        """At the end of the stream: the rest, if it passes (when the token cap cut it off, up to its last
-        whole sentence, if it has one)."""
-        if self.reason or not self.pending.strip():
+        """At the end of the stream: the rest, if it passes. When the token cap cut the answer off, it ends
+        on its last whole sentence if that is still held back, else trails off with an ellipsis."""
+        if self.reason:
             return ""
         why, at = self._check(final=True)
         if why:
             return self._stop(why, at)
         tail = self.pending
         if cut_off:
-            ends = [m.end() for m in SENT_END.finditer(tail)]
-            tail = tail[: ends[-1]] if ends else tail
+            ends = _ends(tail)
+            if ends:
+                tail = tail[: ends[-1]]
+            else:
+                tail = tail.rstrip("，,、；;：: ")
+                tail += trail_off(self.before + self.shown + tail, self.rules.lang)
+        self.pending = tail
         out = self._show(len(tail))
         self.pending = ""
         return out

@@ -286,9 +286,35 @@ def _book_voice(cid: str, lang: str, names: tuple[str, ...], files: tuple[Path, 
     return voice
 
 
+_EN_TAG = r"(said|cried|replied|returned|answered|observed|added|continued|exclaimed|thought|repeated|rejoined)"
+
+
+def as_you(text: str, names: list[str], lang: str) -> str:
+    """The scene told to her: her name in the narration becomes 你 / you (黛玉笑道 → 你笑道, "…," said
+    Elizabeth → "…," you said), so the model reads the scenes as its own and does not learn to narrate
+    her in the third person. What others say to her, inside the quotation marks, stays as written."""
+    own = [n for n in sorted(names, key=len, reverse=True) if not n.startswith(("Miss ", "Mr", "Mrs"))]
+    if not own:
+        return text
+    alias = "|".join(re.escape(n) for n in own)
+    parts = re.split(r"(“[^”]*”|「[^」]*」|\"[^\"]*\")", text)
+    for i in range(0, len(parts), 2):  # the narration between quotations
+        if lang == "zh":
+            parts[i] = re.sub(alias, "你", parts[i])
+            continue
+        part = re.sub(rf"\b{_EN_TAG}\s+(?:{alias})\b", r"you \1", parts[i])
+        part = re.sub(rf"\b(?:{alias})'s\b", "your", part)
+        part = re.sub(rf"\b(?:{alias})\b", "you", part)
+        at_start = i == 0 or bool(re.search(r"[.!?][\"”]$", parts[i - 1]))
+        lead = r"^\s*|[.!?]\s+" if at_start else r"[.!?]\s+"
+        parts[i] = re.sub(rf"({lead})(you|your)\b", lambda m: m.group(1) + m.group(2).capitalize(), part)
+    return "".join(parts)
+
+
 def head_scenes(card: Card, budget: int) -> list[str]:
-    """The scenes for her prompt's head within ``budget`` tokens (the same every time: cacheable)."""
+    """The scenes for her prompt's head within ``budget`` tokens, told to her (the same every time: cacheable)."""
     if budget <= 0:
         return []
     voice = book_voice(card)
-    return [s.text for s in choose(voice.scenes, voice.scene_vectors, budget, card.lang)] if voice else []
+    chosen = choose(voice.scenes, voice.scene_vectors, budget, card.lang) if voice else []
+    return [as_you(s.text, card.names, card.lang) for s in chosen]

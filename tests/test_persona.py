@@ -9,6 +9,7 @@ cannot be made to echo on purpose). Two slow tests ask the packaged GGUF.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,6 +106,34 @@ def test_modern_words_are_whole_words_in_latin_script() -> None:
     assert guard.modern_words("我想去张家界", ["张家界", "新疆"]) == ["张家界"]
 
 
+def test_her_name_as_someone_elses_is_third_person_but_her_own_introduction_is_not() -> None:
+    names = ["林黛玉", "黛玉", "林妹妹"]
+    assert guard.third_person("我呆立着，看着黛玉咳嗽。", names, "zh") == 7
+    assert guard.third_person("我是林黛玉，宝玉总叫我林妹妹。", names, "zh") == -1
+    assert guard.third_person("I am Elizabeth Bennet; my father calls me Lizzy.", ["Elizabeth", "Lizzy"], "en") == -1
+    assert guard.third_person("I smiled. Elizabeth was never one to sulk.", ["Elizabeth"], "en") == 10
+
+
+def test_an_answer_that_turns_narrator_is_caught() -> None:
+    gate = guard.Gate(guard.Rules("zh", "紫鹃待你怎么样？"), before="我")
+    shown = "".join(_through(gate, "今天又来看你，你过得好吗？\n\n紫鹃道：“姑娘该吃药了。”"))
+    assert gate.reason == "narration" and "紫鹃道" not in shown
+    gate = guard.Gate(guard.Rules("en", "How is Jane?"), before="I")
+    _through(gate, ' think her well. "She is quite recovered," said Jane, smiling.')
+    assert gate.reason == "narration"
+
+
+def test_an_answer_that_recites_its_prompt_is_caught() -> None:
+    card = load_card("daiyu")
+    head = prompting.system_prompt(card, prompting.MODES.create("roleplay"), Budget())
+    recital = "我叫林黛玉。" + card.persona.strip()[20:60]
+    assert guard.copied_from(recital, head, "zh") == len("我叫林黛玉。")
+    assert guard.copied_from("我叫林黛玉，字颦颦，住在潇湘馆。", head, "zh") == -1
+    gate = guard.Gate(guard.Rules("zh", "你是谁？", head=head), before="我")
+    _through(gate, "叫林黛玉。" + card.persona.strip()[20:60])
+    assert gate.reason == "recited the prompt" and "".join(gate.shown) == "叫林黛玉。"
+
+
 def _through(gate: guard.Gate, text: str, cut_off: bool = False) -> list[str]:
     out = [gate.feed(ch) for ch in text]
     out.append(gate.close(cut_off))
@@ -137,6 +166,8 @@ def test_the_gate_refuses_code_and_assistant_talk_and_ends_a_cut_off_answer_on_a
     assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text, cut_off=True)) == \
         "I never write anything, sir."
     assert "I" + "".join(_through(guard.Gate(long_hold, before="I"), text)) == "I" + text
+    trailing = guard.Gate(guard.Rules("zh", "你觉得湘云怎样？", echo=False), before="我")
+    assert "".join(_through(trailing, "觉得她是个值得敬重的，", cut_off=True)).endswith("值得敬重的……")
 
 
 # ------------------------------------------------------------------- her classic scenes
@@ -166,6 +197,18 @@ def test_book_scenes_are_exchanges_in_the_books_words_and_verse_is_left_out() ->
     chosen = scenes.choose(found, vecs, 10_000, "zh")
     assert verse not in chosen and len(chosen) == 3
     assert sum(prompting.count_tokens(s.text) + 1 for s in scenes.choose(found, vecs, 80, "zh")) <= 80
+
+
+def test_scenes_are_told_to_her_in_the_second_person() -> None:
+    zh = "宝钗笑道：“到底是颦儿，这三首谁也压不过。”黛玉道：“我不过胡诌几句。”脸望着黛玉说话。"
+    assert scenes.as_you(zh, ["林黛玉", "黛玉", "颦儿"], "zh") == \
+        "宝钗笑道：“到底是颦儿，这三首谁也压不过。”你道：“我不过胡诌几句。”脸望着你说话。"
+    en = ('"Miss Eliza Bennet," said Miss Bingley, "despises cards." "I deserve neither," cried Elizabeth; '
+          '"I am not a great reader." Elizabeth coloured. Elizabeth\'s aunt smiled.')
+    names = ["Elizabeth", "Eliza", "Miss Eliza Bennet"]
+    assert scenes.as_you(en, names, "en") == ('"Miss Eliza Bennet," said Miss Bingley, "despises cards." "I deserve '
+                                              'neither," you cried; "I am not a great reader." You coloured. '
+                                              'Your aunt smiled.')
 
 
 def test_a_character_built_from_a_book_gets_her_scenes_in_the_cached_head(zh_store, zhiyin_home: Path) -> None:
@@ -238,7 +281,7 @@ def test_transformers_caps_repeated_ngrams_and_never_writes_a_banned_word(tiny_q
     free = str(model.invoke(ask).content)
     assert str(model.invoke(ask, repetition=Repetition(max_ngram_repeats=1, ngram=2)).content) != free
     words = {tokenizer.decode([i]).strip() for i in tokenizer(free, add_special_tokens=False)["input_ids"]}
-    word = max((w for w in words if w.isalpha()), key=len)  # a word the model wrote
+    word = max((w for w in words if re.fullmatch(r"[\u4e00-\u9fff]+", w)), key=len)  # a Chinese word it wrote
     assert word in free and word not in str(model.invoke(ask, avoid=[word]).content)
 
 
