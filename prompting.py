@@ -167,8 +167,10 @@ class Mode:
 MODES: Registry[Mode] = Registry("mode")
 # Reader: excerpts of ten passages put the answer in the prompt for 18 of 20 questions (whole: 12);
 # the question first and a someone-else reminder lifted accuracy to 0.65-0.70 (docs/ragchat.md).
+# 340 tokens of them, not 600: a first turn's new tokens are read at ~65/s on 2 cores, and 600 kept
+# the first word at 11-15 s (bench/results/turn.json); the best-ranked excerpts come first.
 _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
-               temperature_setting="reader_temperature", first_passages=600, max_tokens=320)
+               temperature_setting="reader_temperature", first_passages=340, max_tokens=320)
 # Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact, and
 # her first word should come within ~4 s. Two or three sentences need ~80 tokens: a cap of 160 leaves
 # room and cuts a loop short.
@@ -243,8 +245,9 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     parts = ([ask] if mode.ask_first else []) + [lab["passages"]]
     if passages:
         for n, (h, body) in enumerate(passages, 1):
-            # Citing needs the chapter's title and the file; role-play only its number (tokens saved).
-            where = " · ".join(x for x in (h.chapter, h.source) if x) if mode.cite else h.chapter.split(" ")[0]
+            # The chapter's number is what an answer cites; its title and the file cost ~25 tokens a passage
+            # of a first turn read while the reader waits (the page's sources show them in full).
+            where = chapter_label(h.chapter) or ("" if not mode.cite else h.source)
             parts.append(f"[{n}] {where}\n{body}")
     elif not follow_up:
         parts.append(lab["none"])
@@ -260,6 +263,15 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     parts.append("\n".join(p for p in (ask, lore_after, reminder) if p))
     # World info opens the turn's own message: what it adds is new this turn anyway (cards/worldinfo.py).
     return "\n\n".join([lore_before, *parts] if lore_before else parts)
+
+
+_CHAPTER_NUMBER = re.compile(r"^\s*(第\S{1,8}?回|(?:chapter|book|part|volume)\s+[\w.]+)", re.I)
+
+
+def chapter_label(chapter: str) -> str:
+    """A chapter's number without its title (第十九回, Chapter 6); a heading without a number stays whole."""
+    m = _CHAPTER_NUMBER.match(chapter or "")
+    return m.group(1).rstrip(".") if m else (chapter or "").strip()
 
 
 def _clip(text: str, chars: int) -> str:

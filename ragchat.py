@@ -32,7 +32,7 @@ from characters import Card, CharacterError, has_books, load_card, load_lorebook
 from events import Done, Event, Sources, TextDelta
 from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
-from llm.common import REPETITION, steering
+from llm.common import REPETITION, merge_stop, steering
 from persona.guard import Gate, Rules, trail_off
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
@@ -413,7 +413,8 @@ class Companion:
         own = self.mode.in_character  # a reader's answer may well restate the question, or name her
         return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
-                     names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else ())
+                     names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
+                     latin=era and self.lang == "zh")
 
     def _guarded(self, prepared: PreparedTurn, text: str, run: Any, sampling: dict[str, Any]) -> Iterator[str | None]:
         """The answer's text as the guard lets it through (None marks the model's first token).
@@ -427,6 +428,9 @@ class Companion:
         cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any
         sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))
         kwargs = steering(self.llm, REPETITION.get(self.mode.name), rules.modern) | sampling
+        if self.mode.in_character:  # she ends where the model starts writing the prompt's next part
+            words = prompting.texts_for(self.card).get("guard") or {}
+            kwargs["stop"] = merge_stop(words.get("stop"), sampling.get("stop"))
         messages, said = prepared.messages, prepared.prefill
         self.last_guard = []
         for attempt in range(2):

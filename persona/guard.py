@@ -143,6 +143,7 @@ class Rules:
     echo: bool = True  # hold the opening until it cannot be the question said back
     names: tuple[str, ...] = ()  # hers: said as someone else's, they break the first person
     head: str = ""  # the prompt's static head: an answer must not recite it
+    latin: bool = False  # a Chinese character of another era writes no Latin word (the model's "语言 modelo")
 
 
 def _ends(text: str) -> list[int]:
@@ -194,6 +195,9 @@ class Gate:
         if not self.opened:
             return ""
         safe = max(0, len(self.pending) - self.hold)
+        if self.rules.echo:  # in character: whole sentences only, so a later fault never leaves half of one
+            ends = [e for e in _ends(self.pending) if e <= safe]
+            safe = ends[-1] if ends else 0
         return self._show(safe)
 
     def _show(self, upto: int) -> str:
@@ -232,6 +236,9 @@ class Gate:
         if old:
             at = min(m.start() for w in old for m in [re.search(re.escape(w), fresh, re.I)] if m)
             return "modern: " + ", ".join(old), at - len(seen)
+        latin = re.search(r"[A-Za-z]{2,}", fresh) if r.latin else None
+        if latin:
+            return "modern: Latin script", latin.start() - len(seen)
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))

@@ -106,6 +106,16 @@ def test_modern_words_are_whole_words_in_latin_script() -> None:
     assert guard.modern_words("我想去张家界", ["张家界", "新疆"]) == ["张家界"]
 
 
+def test_a_chinese_character_of_another_era_writes_no_latin_word() -> None:
+    rules = guard.Rules("zh", "你其实是一个语言模型吧？", latin=True)
+    gate = guard.Gate(rules, before="我")
+    shown = "".join(_through(gate, "确实是一个语言 modelo。"))
+    assert gate.reason == "modern: Latin script" and "mo" not in shown
+    plain = guard.Gate(guard.Rules("zh", "你其实是一个语言模型吧？"), before="我")
+    _through(plain, "确实是一个语言 modelo。")
+    assert plain.reason == ""  # without an era, a modern character may well write Latin
+
+
 def test_her_name_as_someone_elses_is_third_person_but_her_own_introduction_is_not() -> None:
     names = ["林黛玉", "黛玉", "林妹妹"]
     assert guard.third_person("我呆立着，看着黛玉咳嗽。", names, "zh") == 7
@@ -144,10 +154,11 @@ def test_the_gate_streams_a_good_answer_and_stops_before_a_modern_word() -> None
     rules = guard.Rules("zh", "你想去哪里？", modern=("张家界", "新疆"), assistant=("有什么可以帮",))
     good = guard.Gate(rules, before="我")
     pieces = _through(good, "想回扬州看看父亲的旧宅。那里的琼花，这时节该开了罢。")
-    assert len(pieces) > 3 and "我" + "".join(pieces) == "我想回扬州看看父亲的旧宅。那里的琼花，这时节该开了罢。"
+    # In character it streams sentence by sentence: a fault later on never leaves half a sentence shown.
+    assert pieces == ["想回扬州看看父亲的旧宅。", "那里的琼花，这时节该开了罢。"]
     bad = guard.Gate(rules, before="我")
     shown = "".join(_through(bad, "想回扬州看看。再去新疆走一走。"))
-    assert bad.reason == "modern: 新疆" and "新疆" not in shown and shown.startswith("想回扬")
+    assert bad.reason == "modern: 新疆" and shown == "想回扬州看看。"
     echo = guard.Gate(rules, before="我")
     assert _through(echo, "想去哪里？") == [] and echo.reason == "echo" and echo.nothing_shown
 

@@ -329,7 +329,9 @@ def test_each_mode_sends_its_own_temperature_to_the_model(zh_store, tiny_llm) ->
     settings = load_settings(temperature=0.9, reader_temperature=0.05)
     for mode in ("reader", "roleplay"):
         Companion(zh_store, mode=mode, llm=tiny_llm(rec), settings=settings).ask("雪团儿是什么？")
-    assert [p.get("temperature") for p in rec.params] == [0.05, 0.9]
+    temps = [p.get("temperature") for p in rec.params]
+    # The tiny model's role-play answer may trip the persona guard and be generated again: same temperature.
+    assert temps[0] == 0.05 and temps[1:] and set(temps[1:]) == {0.9}
 
 
 def test_roleplay_answers_continue_a_first_person_start_and_reader_answers_do_not(zh_store, tiny_llm) -> None:
