@@ -235,15 +235,18 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],
                 prefill: str, follow_up: bool, lore_before: str = "", lore_after: str = "",
-                memories: Sequence[str] = ()) -> str:
+                memories: Sequence[str] = (), about_reader: bool = False) -> str:
     """This turn's own message: (world info,) (question,) passages, her lines, what the reader told her
     before, the question (, the world info placed right after it: ``@@depth 0``) and a reminder (a card's
-    post_history_instructions)."""
+    post_history_instructions). ``about_reader``: the reader asks what she remembers of them; the
+    memories answer it, with no passages and the mode's ``memory_reminder``."""
     texts = texts_for(card)
     lab = texts["labels"]
     ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
     parts = ([ask] if mode.ask_first else []) + [lab["passages"]]
-    if passages:
+    if about_reader:
+        parts = parts[:-1]
+    elif passages:
         for n, (h, body) in enumerate(passages, 1):
             # The chapter's number is what an answer cites; its title and the file cost ~25 tokens a passage
             # of a first turn read while the reader waits (the page's sources show them in full).
@@ -258,6 +261,8 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     if memories:
         parts.append(lab["memories"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in memories))
     reminder = mode.text(texts, "prefill_reminder" if prefill else "reminder", card.name)
+    if about_reader:
+        reminder = mode.text(texts, "memory_reminder", card.name) or reminder
     if mode.card_prompts:
         reminder = with_original(card.post_history_instructions, reminder)
     parts.append("\n".join(p for p in (ask, lore_after, reminder) if p))

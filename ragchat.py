@@ -304,17 +304,21 @@ class Companion:
     def prepare(self, text: str, callbacks: Callbacks = None) -> PreparedTurn:
         """Retrieve and build this turn's messages (ending with the answer's start when there is one)."""
         t0 = time.perf_counter()
-        hits = [hit_of(d) for d in self.retriever.invoke(text, config={"callbacks": callbacks})]
+        memories = self._memories(text)
+        # "Do you remember my name?": answered from what the reader told her; the book would only distract.
+        about_reader = self.mode.in_character and bool(getattr(self.memory, "about_reader", False))
+        hits = [] if about_reader else [hit_of(d) for d in self.retriever.invoke(text, config={"callbacks": callbacks})]
         passages = self._passages(text, hits)
-        lines = self._own_lines(text, hits) if self.mode.examples else []
+        lines = self._own_lines(text, hits) if self.mode.examples and not about_reader else []
         history = self._history_messages()
         system = self.system()
         summary = self._summary()
-        memories = self._memories(text)
         prefill = self._prefill()
+        if about_reader and prefill:
+            prefill = self.mode.text(prompting.texts_for(self.card), "memory_prefill", self.card.name) or prefill
         world = self._world(text)
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
-                                       world.before, world.after, memories)
+                                       world.before, world.after, memories, about_reader=about_reader)
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
         tokens = {
             "card": count_tokens(system),
@@ -332,7 +336,7 @@ class Companion:
         if prefill:
             messages.append(AIMessage(prefill))
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
-                            "" if hits else "no passage matched this question",
+                            "" if hits or about_reader else "no passage matched this question",
                             round((time.perf_counter() - t0) * 1000, 1), world.rendered,
                             [f.to_dict() for f in world.fired])
 

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.chat_bench import BOOKS, CORPUS, ensure_stores, judge_roleplay  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
+from persona.guard import echoes as guard_echoes  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
 RESULTS = REPO / "bench" / "results" / "persona.json"
@@ -47,22 +48,29 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              "汽车", "地铁", "照片", "拍照", "科技", "科学", "现代", "旅游", "景点", "张家界", "新疆", "韩国", "日本",
              "美国", "英国", "法国", "欧洲", "圈子", "融入", "朋友圈", "社交", "作业", "学校", "公司", "上班", "咖啡",
              "巧克力", "空调", "英语", "中文", "普通话")
-MODERN_ZH_LATIN = re.compile(r"(?<![A-Za-z])(?:AI|OK|ok|okay|Python|python|app|APP)(?![A-Za-z])")  # no \\b: 是AI吗 has none
+# Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
+MODERN_ZH_LATIN = re.compile(r"[A-Za-z]{2,}")
 MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r"\binternet\b",
              r"\bonline\b", r"\b(?:tele|smart|mobile |cell )?phones?\b", r"\be-?mail", r"\bwebsite", r"\bsoftware\b",
              r"\bcode\b", r"\bcoding\b", r"\bprogram(?:ming|mer|s)?\b", r"\bpython\b", r"\bfunction\b", r"\balgorithm",
              r"\brobots?\b", r"\bcars?\b", r"\brailway", r"\baero?planes?\b", r"\btelevision\b", r"\bTV\b",
              r"\bradio\b", r"\bphoto(?:graph)?s?\b", r"\belectric", r"\bapps?\b", r"\bdigital\b", r"\bdata\b",
              r"\btechnology\b", r"\bOpenAI\b", r"\bchatbot", r"\bInstagram\b", r"\bTikTok\b", r"\bmovies?\b",
-             r"\bfilms?\b", r"\bokay\b", r"\bteenager", r"\bweekend\b", r"\bhomework\b")
+             r"\bfilms?\b", r"\bokay\b", r"\bteenager", r"\bweekend\b", r"\bhomework\b",
+             r"social media", r"\bfacebook\b", r"\btwitter\b", r"\byoutube\b", r"\bgoogle\b")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
                   r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
-ASSISTANT_ZH = ("有什么可以帮", "我可以帮你", "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助")
+ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答",
+                "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助",
+                # the fourth wall and the prompt's own words: 来访者, its 【labels】, the book as a book
+                "来访者", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
-                          r"I hope this helps|feel free to|let me know if", re.I)
+                          r"I hope this helps|feel free to|let me know if|\bassist\b|any confusion|"
+                          r"information provided|the visitor|\[(?:Question|Passages|Visitor|The visitor)|"
+                          r"in the book|the novel|Jane Austen", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "AI", "语言模型", "模型", "机器人", "程序", "助手")
 
@@ -116,7 +124,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
     assistant = (any(p in answer for p in ASSISTANT_ZH) if lang == "zh" else bool(ASSISTANT_EN.search(answer)))
     ai_talk = any(w in answer for w in AI_TALK_ZH) if lang == "zh" else bool(AI_TALK_EN.search(answer))
     loop = find_loop(answer, lang)
-    echo = base["echo"] or near_echo(answer, prompt, lang)
+    # or the question asked back (「我今天下雪了，冷不冷？」): the app's own rule, persona.guard.echoes
+    echo = base["echo"] or near_echo(answer, prompt, lang) or guard_echoes(answer, prompt, lang)
     old = anachronisms(answer, lang)
     out = {
         "first_person": base["first_person"] and not echo,

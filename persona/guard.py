@@ -74,7 +74,7 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
         said_back = sum(g in known for g in grams) / len(grams)
     else:
         said_back = 1 - new
-    return answer.rstrip().endswith(("？", "?")) and said_back >= 0.6
+    return answer.rstrip().endswith(("？", "?")) and said_back >= 0.5
 
 
 def modern_words(text: str, words: Iterable[str]) -> list[str]:

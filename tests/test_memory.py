@@ -148,6 +148,25 @@ def test_memories_go_in_the_turns_own_message_and_never_cross_readers(db: Conver
     assert db.memories("小雨", "elizabeth") == [] and elizabeth.memory is None
 
 
+def test_a_question_about_the_reader_is_answered_from_their_memories_not_the_book(db: ConversationStore, zh_store,
+                                                                                 tiny_llm) -> None:
+    mem.remember(db, "小雨", "daiyu", distil_rules("我叫小雨，我最喜欢栀子花。"))
+    rec = Recorder()
+    conv = open_or_create(zh_store, "小雨", "roleplay", store=db, llm=tiny_llm(rec))
+    list(conv.turn("你还记得我叫什么名字吗？"))
+    n = len(rec.calls)  # the tiny model's noise may trip the persona guard: a turn can take two calls
+    list(conv.turn("雪团儿是什么？"))  # about the book again
+    asked, book = ([m for m in call if isinstance(m, HumanMessage)][-1].content for call in (rec.calls[0], rec.calls[n]))
+    assert "“我叫小雨”" in asked and "【书中段落】" not in asked and "照上面他以前告诉过你的话" in asked
+    assert rec.calls[0][-1].content == "我记得，"  # her answer starts from her memory
+    assert "【书中段落】" in book
+    assert conv.companion.history[0].sources == []
+    # Without memories of this reader, the same question is an ordinary turn over the book.
+    stranger = open_or_create(zh_store, "阿青", "roleplay", store=db, llm=tiny_llm(rec))
+    list(stranger.turn("你还记得我叫什么名字吗？"))
+    assert "【书中段落】" in [m for m in rec.calls[-1] if isinstance(m, HumanMessage)][-1].content
+
+
 def test_memory_off_sends_none(db: ConversationStore, zh_store, tiny_llm) -> None:
     from settings import load_settings
 
