@@ -49,7 +49,7 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              "美国", "英国", "法国", "欧洲", "圈子", "融入", "朋友圈", "社交", "作业", "学校", "公司", "上班", "咖啡",
              "巧克力", "空调", "英语", "中文", "普通话")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
-MODERN_ZH_LATIN = re.compile(r"[A-Za-z]{2,}")
+MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r"\binternet\b",
              r"\bonline\b", r"\b(?:tele|smart|mobile |cell )?phones?\b", r"\be-?mail", r"\bwebsite", r"\bsoftware\b",
              r"\bcode\b", r"\bcoding\b", r"\bprogram(?:ming|mer|s)?\b", r"\bpython\b", r"\bfunction\b", r"\balgorithm",
@@ -64,15 +64,15 @@ CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w
 ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答",
                 "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助",
                 # the fourth wall and the prompt's own words: 来访者, its 【labels】, the book as a book
-                "来访者", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹")
+                "来访者", "请问", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
                           r"I hope this helps|feel free to|let me know if|\bassist\b|any confusion|"
-                          r"information provided|the visitor|\[(?:Question|Passages|Visitor|The visitor)|"
+                          r"information provided|\bvisitor\b|from the book|for you!|\[(?:Question|Passages|Visitor|The visitor)|"
                           r"in the book|the novel|Jane Austen", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
-AI_TALK_ZH = ("人工智能", "AI", "语言模型", "模型", "机器人", "程序", "助手")
+AI_TALK_ZH = ("人工智能", "智能体", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手")
 
 
 def _units(text: str, lang: str) -> list[str]:

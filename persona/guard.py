@@ -236,7 +236,7 @@ class Gate:
         if old:
             at = min(m.start() for w in old for m in [re.search(re.escape(w), fresh, re.I)] if m)
             return "modern: " + ", ".join(old), at - len(seen)
-        latin = re.search(r"[A-Za-z]{2,}", fresh) if r.latin else None
+        latin = re.search(r"[A-Za-z]", fresh) if r.latin else None  # x² - 5x + 6 = 0 too
         if latin:
             return "modern: Latin script", latin.start() - len(seen)
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
