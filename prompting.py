@@ -50,8 +50,9 @@ class Budget:
     dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
     scenes: int = 900  # her classic scenes from the book (persona/scenes.py, role-play), inside ``card``
     passages: int = 700  # the first turn's passages
-    # A follow-up's passages are read while the reader waits (all before them is cached): small.
-    followup_passages: int = 80
+    # A follow-up's passages are read while the reader waits (all before them is cached): small. At 80 a
+    # follow-up read ~160 new tokens, 3.1-4.1 s to its first word on 2 idle cores (bench/results/turn.json).
+    followup_passages: int = 48
     passage: int = 260  # one passage's most
     examples: int = 120  # her own lines closest to the question (from the passages and the whole book)
     followup_examples: int = 40  # one line on a follow-up: cheap, and it keeps her voice on the new topic

@@ -290,9 +290,12 @@ class Companion:
         """What the reader told her before that bears on ``text`` and is not in the replayed prompts yet."""
         if self.memory is None:
             return []
+        from conversations.memory import asks_about_reader  # here: conversations imports this module
+
         follow_up = bool(self.history)
         replayed = "\n".join(t.prompt for t in self.history[self._first_kept:])
-        budget = self.budget.followup_memory if follow_up else self.budget.memory
+        # A follow-up's small budget, unless the reader asks what she remembers of them: then the first turn's.
+        budget = self.budget.followup_memory if follow_up and not asks_about_reader(text) else self.budget.memory
         return list(self.memory.recall(text, budget=budget, follow_up=follow_up, replayed=replayed))
 
     def _prefill(self) -> str:

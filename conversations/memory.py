@@ -196,6 +196,11 @@ _REMEMBER = re.compile(r"记得|记不记得|忘了|说过|告诉过|跟你说|�
                        r"\bdid i (?:say|tell|mention|bring)\b|\blast time\b|\bagain\?", re.I)
 
 
+def asks_about_reader(question: str) -> bool:
+    """The reader asks her to remember something of theirs ("你还记得我叫什么名字吗？", "What was my cat's name again?")."""
+    return bool(_SELF.search(question) and _REMEMBER.search(question))
+
+
 @lru_cache(maxsize=4096)  # memories are scored on every turn; their words do not change
 def _tokens(text: str) -> frozenset[str]:
     from knowledge_base.keywords import tokenize
@@ -233,13 +238,14 @@ class Recall:
     def recall(self, question: str, *, budget: int, follow_up: bool, replayed: str = "") -> list[str]:
         """Memory texts for this turn, most relevant first, within ``budget`` tokens; ones already in the
         replayed conversation (``replayed``: its earlier prompts) are not repeated."""
-        try:
-            memories = [m for m in self.store.memories(self.reader, self.character) if m.text not in replayed]
+        asked = asks_about_reader(question)
+        try:  # asked to remember, the memories come again even if an earlier turn of this conversation had them
+            memories = [m for m in self.store.memories(self.reader, self.character) if asked or m.text not in replayed]
         except Exception:  # an unreadable store must not stop her answering
             memories = []
         q_tokens = _tokens(question)
         scored = [(relevance(question, m, q_tokens), m) for m in memories]
-        if follow_up:
+        if follow_up and not asked:
             scored = [(s, m) for s, m in scored if s >= FOLLOW_UP_MIN_SCORE]
         scored.sort(key=lambda sm: (-sm[0], -sm[1].id))  # ties: the newest first
         picked, used = [], 0
@@ -250,5 +256,5 @@ class Recall:
             picked.append(m)
             used += cost
         self.last = picked
-        self.about_reader = bool(picked) and bool(_SELF.search(question) and _REMEMBER.search(question))
+        self.about_reader = asked and bool(picked)
         return [m.text for m in picked]

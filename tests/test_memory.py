@@ -140,7 +140,7 @@ def test_memories_go_in_the_turns_own_message_and_never_cross_readers(db: Conver
     assert all("栀子花" not in m.content for m in unrelated[len(first):])  # already above: not repeated
     assert [m.content for m in asked[: len(unrelated)]] == [m.content for m in unrelated]  # the prefix stays
     tokens = [m.tokens.get("memory", 0) for m in later.path() if m.role == "assistant"]
-    assert tokens[0] > 0 and tokens[1] == tokens[2] == 0
+    assert tokens[0] > 0 and tokens[1] == 0 and tokens[2] > 0  # asked to remember: the memory comes again
     other = open_or_create(zh_store, "阿青", "roleplay", store=db, llm=tiny_llm(rec))
     list(other.turn("你还记得我最喜欢什么花吗？"))
     assert all("栀子花" not in str(m.content) for m in rec.calls[-1])
@@ -161,6 +161,11 @@ def test_a_question_about_the_reader_is_answered_from_their_memories_not_the_boo
     assert rec.calls[0][-1].content == "我记得，"  # her answer starts from her memory
     assert "【书中段落】" in book
     assert conv.companion.history[0].sources == []
+    # Asked again later, the memory comes again though the first turn's prompt above already had it.
+    n = len(rec.calls)
+    list(conv.turn("我最喜欢什么花来着，你还记得吗？"))
+    again = [m for m in rec.calls[n] if isinstance(m, HumanMessage)][-1].content
+    assert "“我最喜欢栀子花”" in again and "【书中段落】" not in again
     # Without memories of this reader, the same question is an ordinary turn over the book.
     stranger = open_or_create(zh_store, "阿青", "roleplay", store=db, llm=tiny_llm(rec))
     list(stranger.turn("你还记得我叫什么名字吗？"))
