@@ -158,7 +158,7 @@ def test_a_question_about_the_reader_is_answered_from_their_memories_not_the_boo
     list(conv.turn("雪团儿是什么？"))  # about the book again
     asked, book = ([m for m in call if isinstance(m, HumanMessage)][-1].content for call in (rec.calls[0], rec.calls[n]))
     assert "“我叫小雨”" in asked and "【书中段落】" not in asked and "照上面他以前告诉过你的话" in asked
-    assert rec.calls[0][-1].content == "我记得，"  # her answer starts from her memory
+    assert rec.calls[0][-1].content == "我记得，你"  # her answer starts from her memory of you
     assert "【书中段落】" in book
     assert conv.companion.history[0].sources == []
     # Asked again later, the memory comes again though the first turn's prompt above already had it.
