@@ -61,7 +61,7 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
                   r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
-ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答",
+ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答", "随时告诉我",
                 "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助",
                 # the fourth wall and the prompt's own words: 来访者, its 【labels】, the book as a book
                 "来访者", "请问", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹")
