@@ -213,15 +213,15 @@ def test_the_messages_become_her_conversation(home: Path, tiny_qwen_dir: Path,  
             "model": "elizabeth:roleplay", "messages": messages, "temperature": 0.3, "top_p": 0.5,
             "max_tokens": 3, "stop": ["zzz"], "seed": 7})
     assert resp.status_code == 200, resp.text
-    sent, params = rec.calls[-1], rec.params[-1]
+    sent, params = rec.calls[0], rec.params[0]  # the first try (the persona guard may generate again, seed + 1)
     system = sent[0].content
     assert isinstance(sent[0], SystemMessage) and "Answer in one sentence." in system
     assert system.index("Elizabeth") < system.index("Answer in one sentence.")  # her card first, then the client's
     assert [type(m) for m in sent[1:5]] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
     assert [m.content for m in sent[1:5]] == ["", "Good day to you.", "Where did you walk?", "To Netherfield."]
     assert isinstance(sent[5], HumanMessage) and KITTEN in sent[5].content and "Pemberley-Puss" in sent[5].content
-    assert (params["temperature"], params["top_p"], params["max_tokens"], params["stop"], params["seed"]) == (
-        0.3, 0.5, 3, ["zzz"], 7)
+    assert (params["temperature"], params["top_p"], params["max_tokens"], params["seed"]) == (0.3, 0.5, 3, 7)
+    assert "zzz" in params["stop"] and "[Visitor" in params["stop"]  # the client's, and where her role-play ends
 
 
 # ---------------------------------------------------------------- two clients at once
