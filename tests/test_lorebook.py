@@ -223,7 +223,7 @@ def test_the_cards_prompts_scenario_and_world_info_take_their_places(mira: str, 
     assert system.endswith("Answer in two or three sentences.\nStay in the sky.")
     # The turn: the fired keyword entries first, in insertion order; post-history instructions last.
     assert turn.startswith("[World info]\nThe Kestrel is a three-masted airship.\n\nThe storm wall is a ring")
-    assert "Keep Mira terse. (Answer" in turn.splitlines()[-1]
+    assert "Keep Mira terse. (" in turn.splitlines()[-1] and "Answer directly as yourself" in turn.splitlines()[-1]
     assert {f["label"] for f in p.fired} >= {"storm", "entry 1"} and p.tokens["lore"] > 0
     assert "Navigation by the stars." not in system + turn and "seed vault" not in system + turn
     assert bot.card.greetings and load_lorebook(mira)["entries"]  # a book added: the card's parts are kept
