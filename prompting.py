@@ -245,17 +245,18 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     texts = texts_for(card)
     lab = texts["labels"]
     ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
-    parts = ([ask] if mode.ask_first else []) + [lab["passages"]]
+    parts = [ask] if mode.ask_first else []
     if about_reader:
-        parts = parts[:-1]
+        pass  # no passages: her memories of the reader answer it
     elif passages:
+        parts.append(lab["passages"])
         for n, (h, body) in enumerate(passages, 1):
             # The chapter's number is what an answer cites; its title and the file cost ~25 tokens a passage
             # of a first turn read while the reader waits (the page's sources show them in full).
             where = chapter_label(h.chapter) or ("" if not mode.cite else h.source)
             parts.append(f"[{n}] {where}\n{body}")
     elif not follow_up:
-        parts.append(lab["none"])
+        parts += [lab["passages"], lab["none"]]
     else:
         parts = []  # the passages of earlier turns are still in the conversation above
     if lines:

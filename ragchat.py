@@ -286,17 +286,20 @@ class Companion:
         """The dropped turns in brief (it changes only when another trimming step drops more)."""
         return prompting.summary_block(self.card, self.history[: self._first_kept], self.budget.summary)
 
-    def _memories(self, text: str) -> list[str]:
-        """What the reader told her before that bears on ``text`` and is not in the replayed prompts yet."""
+    def _memories(self, text: str) -> tuple[list[str], bool]:
+        """What the reader told her before that bears on ``text`` and is not in the replayed prompts yet, and
+        whether ``text`` asks her to remember something of theirs that those memories answer."""
         if self.memory is None:
-            return []
+            return [], False
         from conversations.memory import asks_about_reader  # here: conversations imports this module
 
+        asked = asks_about_reader(text)
         follow_up = bool(self.history)
         replayed = "\n".join(t.prompt for t in self.history[self._first_kept:])
         # A follow-up's small budget, unless the reader asks what she remembers of them: then the first turn's.
-        budget = self.budget.followup_memory if follow_up and not asks_about_reader(text) else self.budget.memory
-        return list(self.memory.recall(text, budget=budget, follow_up=follow_up, replayed=replayed))
+        budget = self.budget.followup_memory if follow_up and not asked else self.budget.memory
+        memories = list(self.memory.recall(text, budget=budget, follow_up=follow_up, replayed=replayed))
+        return memories, asked and bool(memories)
 
     def _prefill(self) -> str:
         """The answer's given start in this mode, if the settings and the backend allow one."""
@@ -307,9 +310,9 @@ class Companion:
     def prepare(self, text: str, callbacks: Callbacks = None) -> PreparedTurn:
         """Retrieve and build this turn's messages (ending with the answer's start when there is one)."""
         t0 = time.perf_counter()
-        memories = self._memories(text)
+        memories, asked = self._memories(text)
         # "Do you remember my name?": answered from what the reader told her; the book would only distract.
-        about_reader = self.mode.in_character and bool(getattr(self.memory, "about_reader", False))
+        about_reader = self.mode.in_character and asked
         hits = [] if about_reader else [hit_of(d) for d in self.retriever.invoke(text, config={"callbacks": callbacks})]
         passages = self._passages(text, hits)
         lines = self._own_lines(text, hits) if self.mode.examples and not about_reader else []
@@ -411,11 +414,15 @@ class Companion:
 
         yield Done(full, prepared.sources, timings, prepared.tokens, prepared.warning, model_label(self.llm))
 
+    def _guard_words(self) -> dict[str, Any]:
+        """``guard`` of her language's prompt texts (her own prompts.yaml may replace parts of it)."""
+        return prompting.texts_for(self.card).get("guard") or {}
+
     def _rules(self, text: str, head: str = "") -> Rules:
         """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
         era's words, assistant talk and her own name as someone else's in character ("Miss Bennet" may be
         Jane)."""
-        words = prompting.texts_for(self.card).get("guard") or {}
+        words = self._guard_words()
         era = self.mode.in_character and bool(self.card.era.strip())
         own = self.mode.in_character  # a reader's answer may well restate the question, or name her
         return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
@@ -436,8 +443,7 @@ class Companion:
         sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))
         kwargs = steering(self.llm, REPETITION.get(self.mode.name), rules.modern) | sampling
         if self.mode.in_character:  # she ends where the model starts writing the prompt's next part
-            words = prompting.texts_for(self.card).get("guard") or {}
-            kwargs["stop"] = merge_stop(words.get("stop"), sampling.get("stop"))
+            kwargs["stop"] = merge_stop(self._guard_words().get("stop"), sampling.get("stop"))
         messages, said = prepared.messages, prepared.prefill
         self.last_guard = []
         for attempt in range(2):
@@ -476,7 +482,7 @@ class Companion:
         if said.strip() != prepared.prefill.strip():
             tail = trail_off(said, self.lang)  # the guard stopped it mid-sentence: it trails off
         else:  # nothing passed: she does not understand (the line starts with the given start, if any)
-            fallback = str((prompting.texts_for(self.card).get("guard") or {}).get("fallback") or "")
+            fallback = str(self._guard_words().get("fallback") or "")
             tail = fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
         if tail:
             yield tail

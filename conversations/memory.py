@@ -198,7 +198,10 @@ _REMEMBER = re.compile(r"记得|记不记得|忘了|说过|告诉过|跟你说|�
 
 
 def asks_about_reader(question: str) -> bool:
-    """The reader asks her to remember something of theirs ("你还记得我叫什么名字吗？", "What was my cat's name again?")."""
+    """The reader asks her to remember something of theirs ("你还记得我叫什么名字吗？", "What was my cat's name again?").
+
+    With the book's passages beside the memories the 1.5B model answered 10 of 24 such questions from them
+    (bench/memory_bench.py): in role-play such a turn is answered from the memories alone (ragchat)."""
     return bool(_SELF.search(question) and _REMEMBER.search(question))
 
 
@@ -230,11 +233,6 @@ class Recall:
     def __init__(self, store: ConversationStore, reader: str, character: str) -> None:
         self.store, self.reader, self.character = store, reader, character
         self.last: list[Memory] = []  # what the latest recall put in the prompt
-        # The latest question asked her to remember something of the reader's ("你还记得我叫什么名字吗？",
-        # "Which flower did I tell you I love best?") and she has memories for it. With the book's passages
-        # beside them the 1.5B model answered 10 of 24 such questions from them (bench/memory_bench.py):
-        # such a turn is answered from the memories alone (ragchat.Companion.prepare).
-        self.about_reader = False
 
     def recall(self, question: str, *, budget: int, follow_up: bool, replayed: str = "") -> list[str]:
         """Memory texts for this turn, most relevant first, within ``budget`` tokens; ones already in the
@@ -260,5 +258,4 @@ class Recall:
             picked.append(m)
             used += cost
         self.last = picked
-        self.about_reader = asked and bool(picked)
         return [m.text for m in picked]
