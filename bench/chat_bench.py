@@ -18,6 +18,7 @@ Writes bench/results/chat.json (sizes not re-run are kept) and prints a table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -191,6 +192,8 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     reader: list[dict] = []
     for item in questions:
         bot = ragchat.Companion("daiyu", mode="reader", llm=model, budget=budget, k=args.k)
+        if args.passages is not None:  # the mode's own first-turn cap gives way too (340 by default)
+            bot.mode = dataclasses.replace(bot.mode, first_passages=args.passages)
         r = run_turn(bot, item["q"], meter)
         r["correct"] = correct(r["answer"], item["answers"])
         # Whether retrieval put the answer in front of the model at all (the ceiling on accuracy).
@@ -265,7 +268,7 @@ def main() -> int:
                         help="ZHIYIN_HOME holding the full-novel stores (built there if missing)")
     parser.add_argument("--max-tokens", type=int, default=48, help="answer cap per turn")
     parser.add_argument("--k", type=int, help="passages retrieved per turn (default: the mode's, ragchat.Mode.k)")
-    parser.add_argument("--passages", type=int, help="override Budget.passages (first turn)")
+    parser.add_argument("--passages", type=int, help="override Budget.passages and reader mode's first_passages (first turn)")
     parser.add_argument("--passage", type=int, help="override Budget.passage (one passage's trim)")
     parser.add_argument("--followup-passages", type=int, help="override Budget.followup_passages (700 = before)")
     parser.add_argument("--history-keep", type=float, help="override Budget.history_keep (1.0 = sliding window)")
