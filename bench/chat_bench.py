@@ -94,8 +94,22 @@ def correct(answer: str, accepted: list[str]) -> bool:
 
 
 # ------------------------------------------------------------------------ stores
+def copy_cards(home: Path) -> None:
+    """This checkout's cards (and prompt overrides) into ``home``: a reused bench home would otherwise keep
+    the copies of its first run (session 6's turn, memory and chat runs read cards without ``era``)."""
+    for cid in BOOKS:
+        folder = home / "knowledge" / cid
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("card.yaml", "prompts.yaml"):
+            own, there = REPO / "knowledge" / cid / name, folder / name
+            there.unlink(missing_ok=True)
+            if own.is_file():
+                there.write_bytes(own.read_bytes())
+
+
 def ensure_stores(home: Path) -> dict:
-    """Build the two full-novel characters in ``home`` (the bundled cards and notes plus the novel), or reuse them."""
+    """Build the two full-novel characters in ``home`` (the bundled cards and notes plus the novel), or reuse
+    them; the cards are this checkout's either way."""
     os.environ["ZHIYIN_HOME"] = str(home)
     from knowledge_base.builder import build
     from knowledge_base.store import KnowledgeStore
@@ -109,6 +123,7 @@ def ensure_stores(home: Path) -> dict:
         t0 = time.perf_counter()
         report = build(cid, [CORPUS / book], embedder="use")
         out[cid] = {"reused": False, "chunks": report.chunks, "build_s": round(time.perf_counter() - t0, 1)}
+    copy_cards(home)  # after a build, which lays out the character's folder
     return out
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.chat_bench import BOOKS, CORPUS, ensure_stores, judge_roleplay  # noqa: E402
+from bench.chat_bench import BOOKS, CORPUS, copy_cards, ensure_stores, judge_roleplay  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
 from persona.guard import echoes as guard_echoes  # noqa: E402
 
@@ -183,14 +183,9 @@ def style_scores(answers_by_char: dict[str, list[str]]) -> dict[str, dict]:
 def bench_home(shared: Path, home: Path) -> Path:
     """A home whose cards are this checkout's (the shared bench home keeps older copies) over the shared
     stores and novels of bench/chat_bench.py, so nothing there is rebuilt or changed."""
+    copy_cards(home)
     for cid in BOOKS:
         folder = home / "knowledge" / cid
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("card.yaml", "prompts.yaml"):
-            own, there = REPO / "knowledge" / cid / name, folder / name
-            there.unlink(missing_ok=True)
-            if own.is_file():
-                there.write_bytes(own.read_bytes())
         if not (folder / "texts").exists():
             (folder / "texts").symlink_to(shared / "knowledge" / cid / "texts")
     if not (home / "stores").exists():
