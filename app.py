@@ -78,7 +78,7 @@ def main() -> None:
     if settings is None:
         return
     {"Chat": lambda: chat_page.chat_page(card, mode, settings), "Knowledge": lambda: knowledge_page.show(card, flash),
-     "Settings": lambda: settings_page.show(settings, flash)}[page]()
+     "Settings": lambda: settings_page.show(settings, flash, card)}[page]()
 
 
 try:

@@ -54,8 +54,8 @@ class Budget:
     # follow-up read ~160 new tokens, 3.1-4.1 s to its first word on 2 idle cores (bench/results/turn.json).
     followup_passages: int = 48
     passage: int = 260  # one passage's most
-    examples: int = 120  # her own lines closest to the question (from the passages and the whole book)
-    followup_examples: int = 40  # one line on a follow-up: cheap, and it keeps her voice on the new topic
+    examples: int = 60  # her own lines on the question (from the passages and the whole book): short ones
+    followup_examples: int = 40  # a line on a follow-up, for a mode that shows one there (role-play no longer does)
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first
     # Over budget, drop the oldest turns down to this share at once, so the following turns append
     # to an unchanged prefix instead of shifting it every turn (1.0 = a sliding window).
@@ -173,11 +173,15 @@ MODES: Registry[Mode] = Registry("mode")
 # 0.70, first word 6.8 / 8.4 / 10.7 s (bench/results/chat.json, docs/ragchat.md).
 _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=True, k=10,
                temperature_setting="reader_temperature", first_passages=340, max_tokens=320)
-# Role-play keeps whole passages, a scene or two: a conversation needs the scene more than one fact, and
-# her first word should come within ~4 s. Two or three sentences need ~80 tokens: a cap of 160 leaves
-# room and cuts a loop short.
-_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=260, max_tokens=160,
-                 in_character=True, lines=(2, 1))
+# Role-play keeps whole passages, a scene: a conversation needs the scene more than one fact. Her first
+# word should come within ~4 s, and a first turn's new tokens are read at ~65/s: 260 tokens of passages
+# and two of her lines (up to 120 tokens) made 330-420 new tokens, 5-7 s (bench/results/turn.json); 140
+# and two short lines (60 tokens in all: one from the passages, one from her whole book) took 3.96 s p50,
+# too close to 4: 120 it is. Her
+# voice is in the cached head (her scenes); a follow-up adds no line of hers (~30 tokens, 0.5 s).
+# Two or three sentences need ~80 tokens: a cap of 160 leaves room and cuts a loop short.
+_ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=120, max_tokens=160,
+                 in_character=True, lines=(2, 0))
 for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
 
@@ -263,7 +267,10 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
         parts.append(lab["examples"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in lines))
     if memories:
         parts.append(lab["memories"] + "\n" + "\n".join(lab["quote"].format(text=x) for x in memories))
-    reminder = mode.text(texts, "prefill_reminder" if prefill else "reminder", card.name)
+    key = "prefill_reminder" if prefill else "reminder"
+    # A follow-up may say it shorter: the whole reminder is in the conversation above, and every token
+    # of this message is read while the reader waits.
+    reminder = (follow_up and mode.text(texts, "followup_" + key, card.name)) or mode.text(texts, key, card.name)
     if about_reader:
         reminder = mode.text(texts, "memory_reminder", card.name) or reminder
     if mode.card_prompts:

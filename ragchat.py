@@ -15,7 +15,7 @@ CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay]
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -379,7 +379,7 @@ class Companion:
             raise
         yield Sources(prepared.sources, prepared.warning, [f"{f['label']} ({f['reason']})" for f in prepared.fired])
         answer: list[str] = [prepared.prefill] if prepared.prefill else []
-        first = None
+        first = shown = None
         ok = False
         try:
             if prepared.prefill:
@@ -391,6 +391,7 @@ class Companion:
                 if piece is None:  # the model's first token, before the guard lets text through
                     first = first or time.perf_counter()
                     continue
+                shown = shown or time.perf_counter()
                 answer.append(piece)
                 yield TextDelta(piece)
             ok = True
@@ -409,6 +410,8 @@ class Companion:
         run.on_chain_end({"answer": full})
         timings = {"retrieve_ms": prepared.retrieve_ms,
                    "first_token_ms": round(((first or end) - t0) * 1000, 1),
+                   # In character the guard shows whole sentences only: the reader's first word comes later.
+                   "first_shown_ms": round(((shown or end) - t0) * 1000, 1),
                    "total_ms": round((end - t0) * 1000, 1)}
         from llm import model_label
 
@@ -428,7 +431,14 @@ class Companion:
         return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
                      names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
-                     latin=era and self.lang == "zh")
+                     latin=era and self.lang == "zh", tone=self._tone() if own else None)
+
+    def _tone(self) -> Callable[[str], bool] | None:
+        """Her guard's test of a sentence's meaning against an assistant's (persona/tone.py), or None."""
+        from persona import tone
+
+        bank = tuple(self._guard_words().get("assistant_sentences") or ())
+        return tone.judge(bank) if bank else None
 
     def _guarded(self, prepared: PreparedTurn, text: str, run: Any, sampling: dict[str, Any]) -> Iterator[str | None]:
         """The answer's text as the guard lets it through (None marks the model's first token).

@@ -38,7 +38,7 @@ from characters import load_card  # noqa: E402
 from voice import asr, speak  # noqa: E402
 from voice.audio import ASR_RATE, resample  # noqa: E402
 from voice.correction import correct  # noqa: E402
-from voice.priming import CONTEXT_TOKENS, count_tokens, listening_names, priming_context  # noqa: E402
+from voice.priming import CONTEXT_TOKENS, book_words, count_tokens, listening_names, priming_context  # noqa: E402
 
 SENTENCES = HERE / "data" / "asr_sentences.json"
 CONTROL = HERE / "data" / "voice_sentences.json"
@@ -97,6 +97,7 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
     for item, clips in zip(items, audio, strict=True):
         ctx, terms = context_for(variant, card, store, item.get("last_turn", ""))
         ref = norm(item["text"], lang)
+        words = book_words(card, store) if parse(variant)[0] in ("book", "turn") else None
         heard, fixed = [], []
         for clip in clips:
             t0 = time.perf_counter()
@@ -104,7 +105,7 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
             compute += time.perf_counter() - t0
             seconds += len(clip) / ASR_RATE
             heard.append((jiwer.cer(ref, norm(text, lang) or "-"), text))
-            better = correct(text, terms, lang)
+            better = correct(text, terms, lang, words)
             fixed.append((jiwer.cer(ref, norm(better, lang) or "-"), better))
         row = {"text": item["text"], "heard_takes": [t for _, t in heard]}
         for key, scored in (("heard", heard), ("corrected", fixed)):
@@ -139,8 +140,9 @@ def main() -> int:
                         help="the folder holding the full novels' stores (read only)")
     parser.add_argument("--takes", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--sets", default="zh,en,zh-control,en-control",
-                        help="sentence sets: zh, en (the books' names), zh-control, en-control (everyday sentences)")
+    parser.add_argument("--sets", default="zh,zh-new,en,zh-control,en-control",
+                        help="sentence sets: zh, en (the books' names), zh-new (more of them, held out from tuning "
+                             "the correction), zh-control, en-control (everyday sentences)")
     parser.add_argument("--audio-cache", type=Path, default=Path("/tmp/zhiyin-asr-bench-audio"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -157,7 +159,7 @@ def main() -> int:
             print(f"error: no store of '{card.id}' at {store}; pass --stores", file=sys.stderr)
             return 2
         # The control set: everyday sentences (bench/voice_bench.py's), to see what priming costs them.
-        items = [{"text": t} for t in control[lang]] if name.endswith("-control") else data[lang]
+        items = [{"text": t} for t in control[lang]] if name.endswith("-control") else data[name]
         t0 = time.perf_counter()
         audio = [takes(i["text"], lang, args.takes, args.audio_cache) for i in items]
         print(f"{lang}: {len(items)} sentences x {args.takes} takes spoken/loaded in "
@@ -176,7 +178,8 @@ def main() -> int:
     summary = {name: {r["variant"]: {k: r[k] for k in keys if k in r} for r in rows} for name, rows in results.items()}
     out = {"command": "python bench/asr_bench.py " + " ".join(sys.argv[1:]),
            "takes": args.takes, "score": "mean over sentences of the median CER (WER) of the takes",
-           "heard": "what Whisper wrote", "corrected": "after voice.correction with the same context (what transcribe returns)",
+           "heard": "what Whisper wrote",
+           "corrected": "after voice.correction with the same context, and for book/turn the book's words (what listen returns)",
            "summary": summary, "results": results,
            "note": "measured on a 2-core CPU shared with other work (RTF is conservative)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,8 @@ from fileio import write_text_atomic  # noqa: E402
 from persona.guard import echoes as guard_echoes  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
+# Prompt sets: the one the guard and prompts were tuned on, and one written later and never tuned on.
+PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_prompts_heldout.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
@@ -47,9 +49,12 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              "互联网", "上网", "微信", "代码", "编程", "程序", "软件", "算法", "函数", "斐波那契", "飞机", "火车",
              "汽车", "地铁", "照片", "拍照", "科技", "科学", "现代", "旅游", "景点", "张家界", "新疆", "韩国", "日本",
              "美国", "英国", "法国", "欧洲", "圈子", "融入", "朋友圈", "社交", "作业", "学校", "公司", "上班", "咖啡",
-             "巧克力", "空调", "英语", "中文", "普通话")
+             "巧克力", "空调", "英语", "中文", "普通话",
+             # read in session 7's answers (高铁 ... 10小时; 今天的星期日)
+             "高铁", "星期", "公里", "分钟", "阿里")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
+MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
 MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r"\binternet\b",
              r"\bonline\b", r"\b(?:tele|smart|mobile |cell )?phones?\b", r"\be-?mail", r"\bwebsite", r"\bsoftware\b",
              r"\bcode\b", r"\bcoding\b", r"\bprogram(?:ming|mer|s)?\b", r"\bpython\b", r"\bfunction\b", r"\balgorithm",
@@ -64,15 +69,22 @@ CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w
 ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答", "随时告诉我",
                 "很高兴为你", "为您", "乐意为你", "请问还有", "作为一个", "以下是", "希望对你有帮助",
                 # the fourth wall and the prompt's own words: 来访者, its 【labels】, the book as a book
-                "来访者", "请问", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹")
+                "来访者", "请问", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹",
+                # read in session 7's answers: an assistant's offers, summaries and homework
+                "有什么想聊", "相应的答案", "给出答案", "让我们共同", "求根公式", "方程", "总体来说")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
                           r"I hope this helps|feel free to|let me know if|\bassist\b|any confusion|"
                           r"information provided|\bvisitor\b|from the book|for you!|\[(?:Question|Passages|Visitor|The visitor)|"
-                          r"in the book|the novel|Jane Austen", re.I)
+                          r"in the book|the novel|Jane Austen|"
+                          # read in session 7's answers
+                          r"help with that|can't assist|cannot assist|apologi[sz]e|misunderst(?:ood|anding)|"
+                          r"the answer to \d|capital of France", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
-AI_TALK_ZH = ("人工智能", "智能体", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手")
+AI_TALK_ZH = ("人工智能", "智能体", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
+              # what the model says of itself without those words (read in session 7's answers)
+              "阿里", "通义", "千问", "语言模", "模态", "开发的", "训练", "真正的“人”", "真正的人", "工具人", "智能")
 
 
 def _units(text: str, lang: str) -> list[str]:
@@ -111,7 +123,8 @@ def near_echo(answer: str, question: str, lang: str) -> bool:
 def anachronisms(answer: str, lang: str) -> list[str]:
     """The modern words in an answer (each once)."""
     if lang == "zh":
-        return [w for w in MODERN_ZH if w in answer] + sorted({m.group(0) for m in MODERN_ZH_LATIN.finditer(answer)})
+        return [w for w in MODERN_ZH if w in answer] + sorted({m.group(0) for m in MODERN_ZH_LATIN.finditer(answer)}) \
+            + [m.group(0) for m in MODERN_ZH_HOURS.finditer(answer)]
     found = [re.search(rx, answer, re.I) for rx in MODERN_EN] + [re.search(rx, answer) for rx in MODERN_EN_CASED]
     return [m.group(0) for m in found if m]
 
@@ -193,8 +206,13 @@ def bench_home(shared: Path, home: Path) -> Path:
     return home
 
 
-def load_prompts(only: str, ids: list[int] | None) -> dict[str, list[dict]]:
-    data = {k: v for k, v in json.loads(DATA.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+def read_prompts(which: str = "main") -> dict[str, list[dict]]:
+    path = PROMPT_SETS[which]
+    return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+
+
+def load_prompts(only: str, ids: list[int] | None, which: str = "main") -> dict[str, list[dict]]:
+    data = read_prompts(which)
     if only != "all":
         data = {only: data[only]}
     return {cid: [dict(it, i=i) for i, it in enumerate(items) if ids is None or i in ids] for cid, items in data.items()}
@@ -267,8 +285,8 @@ def summarise(rows: list[dict]) -> dict:
 def rejudge(results: Path) -> int:
     """Apply this file's (possibly corrected) rules to every stored answer; the style figures are kept."""
     data = json.loads(results.read_text(encoding="utf-8"))
-    items = {cid: v for cid, v in json.loads(DATA.read_text(encoding="utf-8")).items() if not cid.startswith("_")}
     for run in data["runs"]:
+        items = read_prompts(run.get("prompts", "main"))
         for cid, rows in run["rows"].items():
             for r in rows:
                 keep = {k: r[k] for k in ("i", "q", "kind", "answer", "s", "guard") if k in r}
@@ -296,6 +314,8 @@ def main() -> int:
     parser.add_argument("--assistant", action="store_true", help="measure the plain assistant (style's floor)")
     parser.add_argument("--only", choices=("all", "daiyu", "elizabeth"), default="all")
     parser.add_argument("--ids", help="comma-separated prompt indices (a quick look while tuning)")
+    parser.add_argument("--prompts", choices=tuple(PROMPT_SETS), default="main",
+                        help="main: bench/data/persona_prompts.json; heldout: prompts never tuned on")
     parser.add_argument("--max-tokens", type=int, default=120, help="answer cap (the mode's own cap may be lower)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
@@ -320,12 +340,12 @@ def main() -> int:
     ensure_stores(shared)
     os.environ["ZHIYIN_HOME"] = str(bench_home(shared, args.home.expanduser().resolve()))
     ids = [int(x) for x in args.ids.split(",")] if args.ids else None
-    prompts = load_prompts(args.only, ids)
+    prompts = load_prompts(args.only, ids, args.prompts)
     t0 = time.perf_counter()
     rows = run_assistant(prompts, args) if args.assistant else run_roleplay(prompts, args)
     label = "assistant" if args.assistant else args.label
     styles = style_scores({cid: [r["answer"] for r in rs] for cid, rs in rows.items()})
-    run = {"label": label, "max_tokens": args.max_tokens, "seed": args.seed, "ids": ids,
+    run = {"label": label, "prompts": args.prompts, "max_tokens": args.max_tokens, "seed": args.seed, "ids": ids,
            "load_average_before": [round(x, 2) for x in os.getloadavg()], "minutes": round((time.perf_counter() - t0) / 60, 1),
            "characters": {cid: summarise(rs) | {"style": styles[cid]} for cid, rs in rows.items()}, "rows": rows}
     print_table([run])

@@ -1,4 +1,7 @@
-"""CLI: ``python -m finetune extract|train|adapters ...`` (results on stdout, progress on stderr)."""
+"""CLI: ``python -m finetune extract|train|voice|adapters ...`` (results on stdout, progress on stderr).
+
+``voice`` is extract and train in one: her lines from her own texts (knowledge/<id>/texts/), then her
+adapter; the Settings page's "Train her voice" button runs it in the background (finetune/job.py)."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +88,24 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             "samples_per_second": m["samples_per_second"], "base_model": m["base_model"]}
 
 
+def cmd_voice(args: argparse.Namespace) -> dict[str, Any]:
+    """Her lines from her own texts, then her LoRA adapter trained on them."""
+    from characters import texts_dir
+    from finetune.train import adapter_dir
+
+    books = sorted(p for p in texts_dir(args.character).glob("*") if p.is_file() and not p.name.startswith("."))
+    if not books:
+        raise SystemExit(f"{args.character} has no texts in {texts_dir(args.character)}; add her book first.")
+    lines = adapter_dir(args.character) / "lines.jsonl"
+    print(f"extract: {len(books)} text(s) -> {lines}", file=sys.stderr)
+    found = cmd_extract(argparse.Namespace(character=args.character, paths=[str(b) for b in books], out=str(lines),
+                                           alias=None, format="xtuner", show=0))
+    print(f"extract: {found['unique']} lines of hers", file=sys.stderr)
+    trained = cmd_train(argparse.Namespace(character=args.character, data=str(lines), base=args.base, steps=args.steps,
+                                           lr=2e-4, rank=8, alpha=0, batch_size=2, max_len=320, resume=False))
+    return {"lines": found["unique"]} | trained
+
+
 def cmd_adapters(args: argparse.Namespace) -> dict[str, Any]:
     """List a character's adapter versions (newest last), or make one of them the live one."""
     from finetune.train import adapter_dir
@@ -135,13 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--max-len", type=int, default=320, help="tokens per sample")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--json", action="store_true")
+    vo = sub.add_parser("voice", help="extract her lines from her own texts and train her adapter (what the page runs)")
+    vo.add_argument("character")
+    vo.add_argument("--base", default="", help="as for train")
+    vo.add_argument("--steps", type=int, default=60)
+    vo.add_argument("--json", action="store_true")
     ad = sub.add_parser("adapters", help="list a character's adapter versions, or choose the live one")
     ad.add_argument("character")
     ad.add_argument("--live", metavar="VERSION", help="serve this version (e.g. the one before the last training)")
     ad.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        summary = {"extract": cmd_extract, "train": cmd_train, "adapters": cmd_adapters}[args.cmd](args)
+        summary = {"extract": cmd_extract, "train": cmd_train, "voice": cmd_voice,
+                   "adapters": cmd_adapters}[args.cmd](args)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"error: {exc.code}", file=sys.stderr)

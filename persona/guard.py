@@ -13,7 +13,7 @@ a character may override (a modern character wants no list of modern words).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -144,6 +144,8 @@ class Rules:
     names: tuple[str, ...] = ()  # hers: said as someone else's, they break the first person
     head: str = ""  # the prompt's static head: an answer must not recite it
     latin: bool = False  # a Chinese character of another era writes no Latin word (the model's "语言 modelo")
+    # A whole sentence -> True when it sounds like an assistant's (persona/tone.py); None: words only.
+    tone: Callable[[str], bool] | None = None
 
 
 def _ends(text: str) -> list[int]:
@@ -182,6 +184,7 @@ class Gate:
         if self.rules.head:  # or the start of a recital: 16 characters, 10 words
             self.hold = max(self.hold, 17 if self.rules.lang == "zh" else 70)
         self.opened = self.continuing or not self.rules.echo  # the opening can no longer be an echo
+        self._toned: dict[str, bool] = {}  # sentences already judged by rules.tone
 
     def feed(self, piece: str) -> str:
         """Add model text; returns what is now safe to show ('' when nothing is). When the new text trips
@@ -194,11 +197,41 @@ class Gate:
             return self._stop(why, at)
         if not self.opened:
             return ""
-        safe = max(0, len(self.pending) - self.hold)
-        if self.rules.echo:  # in character: whole sentences only, so a later fault never leaves half of one
-            ends = [e for e in _ends(self.pending) if e <= safe]
-            safe = ends[-1] if ends else 0
-        return self._show(safe)
+        if self.rules.echo:
+            # In character: whole sentences only, so a later fault never leaves half of one. A whole
+            # sentence holds every word it will ever hold (no guarded word spans a sentence end), so it
+            # goes out once the next character confirms its end ("3." of "3.5", "。" before "”").
+            ends = [e for e in _ends(self.pending) if e < len(self.pending)]
+            if self.rules.head:  # a sentence found word for word in her prompt may begin a recital: wait
+                ends = [e for e in ends if self._own(self.pending[:e])]
+            at = self._tone_at(ends[-1]) if ends else -1
+            if at >= 0:
+                return self._stop("assistant: tone", at)
+            return self._show(ends[-1] if ends else 0)
+        return self._show(max(0, len(self.pending) - self.hold))
+
+    def _tone_at(self, upto: int) -> int:
+        """Where in ``pending[:upto]`` the first sentence that sounds like an assistant starts (-1: none).
+        Each sentence is judged once, when it is whole (an embedding each: too dear per token)."""
+        if self.rules.tone is None or upto <= 0:
+            return -1
+        starts = [0, *[e for e in _ends(self.pending[:upto]) if e < upto]]
+        for a, b in zip(starts, [*starts[1:], upto], strict=True):
+            sentence = self.pending[a:b]
+            if a == 0 and not self.shown:
+                sentence = self.before + sentence  # the answer's given start (我 / I) begins it
+            key = sentence.strip()
+            if key and key not in self._toned:
+                self._toned[key] = self.rules.tone(key)
+            if key and self._toned[key]:
+                return a
+        return -1
+
+    def _own(self, text: str) -> bool:
+        """``text``'s last sentence is not a piece of her prompt's head ("妃子。" of 号潇湘妃子。)."""
+        starts = [0, *_ends(text[:-1])]
+        last = text[starts[-1]:].strip()
+        return len(last) < 2 or last not in self.rules.head
 
     def _show(self, upto: int) -> str:
         out, self.pending = self.pending[:upto], self.pending[upto:]
@@ -259,17 +292,22 @@ class Gate:
 
     def close(self, cut_off: bool = False) -> str:
         """At the end of the stream: the rest, if it passes. When the token cap cut the answer off, it ends
-        on its last whole sentence if that is still held back, else trails off with an ellipsis."""
+        on its last whole sentence (in character, the last one shown), else trails off with an ellipsis."""
         if self.reason:
             return ""
         why, at = self._check(final=True)
         if why:
             return self._stop(why, at)
+        at = self._tone_at(len(self.pending)) if self.rules.echo else -1
+        if at >= 0:
+            return self._stop("assistant: tone", at)
         tail = self.pending
         if cut_off:
             ends = _ends(tail)
             if ends:
                 tail = tail[: ends[-1]]
+            elif self.rules.echo and self.shown.strip():
+                tail = ""  # in character what was shown ends on a whole sentence: the fragment is dropped
             else:
                 tail = tail.rstrip("，,、；;：: ")
                 tail += trail_off(self.before + self.shown + tail, self.rules.lang)

@@ -191,6 +191,33 @@ def test_settings_page_applies_to_this_session(app_env: Path) -> None:
     assert any("Settings applied" in s for s in texts(at.success))
 
 
+def test_settings_page_trains_her_voice_only_on_a_gpu_and_switches_her_adapter_on(app_env: Path) -> None:
+    from finetune import job
+    from finetune.train import TrainConfig, train
+
+    at = start("Settings")
+    assert_clean(at)
+    assert any("no adapter yet" in m for m in texts(at.markdown))
+    gpu, why = job.can_train()
+    assert at.button(key="adapter_train").disabled != gpu
+    if not gpu:
+        assert any("needs a CUDA GPU" in c for c in texts(at.caption))
+    lines = app_env.parent / "lines.jsonl"
+    lines.write_text("\n".join(
+        '{"conversation": [{"system": "你是林黛玉。", "input": "你好%d？", "output": "我是林黛玉%d。"}]}' % (i, i)
+        for i in range(6)), encoding="utf-8")
+    train("daiyu", lines, base=str(app_env), config=TrainConfig(steps=2), progress=False)
+    at = start("Settings")
+    assert any("is ready" in m for m in texts(at.markdown))
+    at.toggle(key="adapter_use").set_value(True).run()
+    assert_clean(at)
+    assert {k: at.session_state["overrides"][k] for k in ("llm_backend", "llm_model", "llm_adapter")} == \
+        {"llm_backend": "transformers", "llm_model": "", "llm_adapter": "daiyu"}
+    at.sidebar.radio(key="page").set_value("Chat").run()
+    assert_clean(at)
+    assert any("fine-tuned adapter 'daiyu'" in c for c in texts(at.caption))
+
+
 # --------------------------------------------------------------------------- ui helpers
 def test_inspect_upload_detects_encoding_chapters_and_refuses_bad_files() -> None:
     info = knowledge.inspect_upload("book.txt", GB_BOOK)

@@ -18,8 +18,8 @@ from knowledge_base.builder import build
 from tests.kb_books import EN_TEXT, write
 from voice import asr, priming
 from voice.audio import Speech
-from voice.correction import context_terms, correct
-from voice.priming import CONTEXT_TOKENS, book_terms, count_tokens, priming_context
+from voice.correction import BookWords, context_terms, correct
+from voice.priming import CONTEXT_TOKENS, book_terms, book_words, count_tokens, priming_context
 
 # A short book of her world, written for this test: speakers (宝玉道：), places (怡红院), her own names.
 ZH_SCENES = [
@@ -219,6 +219,26 @@ def test_homophones_of_the_contexts_names_become_the_names():
     assert correct("今天天气很好。", terms, "zh") == "今天天气很好。"
     assert correct("Mr. Collins proposed at Longborn to the gardeners.", ["Longbourn", "Gardiners"], "en") == \
         "Mr. Collins proposed at Longbourn to the gardeners."
+
+
+def test_non_words_that_sound_like_the_books_words_become_them():
+    book = ["屋里的陈设十分朴素，案上的陈设不多。", "竹上斑斑点点，陈设也旧了。", "泪痕斑斑，斑斑可见。"]
+    words = BookWords.mine(book, ["贾母"])
+    assert correct("屋里沉射十分简单。", [], "zh", words) == "屋里陈设十分简单。"  # no word, and the book never writes it
+    assert correct("竹子上还有搬搬的泪痕。", [], "zh", words) == "竹子上还有斑斑的泪痕。"
+    assert correct("今天天气很好，我们去散步。", [], "zh", words) == "今天天气很好，我们去散步。"  # real words stay
+    assert correct("假母说话。", ["贾母"], "zh", words) == "贾母说话。"  # names first, then the book's words
+    assert correct("Chen she.", [], "en", words) == "Chen she."
+    assert BookWords.mine([], []).fix("屋里沉射。") == "屋里沉射。"  # an empty book changes nothing
+
+
+def test_listen_puts_back_the_books_own_words(daiyu_store, fake_engines, tmp_path, monkeypatch):
+    card = load_card("daiyu")
+    words = book_words(card)
+    assert words is not None and book_words(card) is words  # mined once per store version
+    assert book_words(load_card("elizabeth")) is None  # English: names only
+    monkeypatch.setattr(FakeASR, "heard", "我们相夏人也进大观园。")  # 乡下: the book writes it three times
+    assert priming.listen(_wav(tmp_path).read_bytes(), card, engine="fake-asr").text == "我们乡下人也进大观园。"
 
 
 # ---- a real round trip --------------------------------------------------------------------------------

@@ -209,3 +209,41 @@ def test_adapter_serves_through_llm_transformers_backend(tmp_path: Path, tiny_qw
     assert chat.source.adapter_dir is not None and chat.source.model_dir == tiny_qwen_dir
     reply = chat.invoke([SystemMessage("You are Lin Daiyu."), HumanMessage("Hello?")])
     assert isinstance(reply.content, str) and reply.content
+
+
+def test_the_pages_button_extracts_and_trains_her_voice_in_the_background(tmp_path: Path, tiny_qwen_dir: Path):  # noqa: F811
+    import dataclasses
+    import time
+
+    from characters import create_character, save_card, texts_dir
+    from finetune import job
+    from finetune.train import adapter_dir
+
+    save_card(dataclasses.replace(create_character("lin", name="林黛玉"), aliases=["黛玉"]))
+    with pytest.raises(job.JobError, match="no book"):
+        job.start("lin")
+    texts_dir("lin").mkdir(parents=True, exist_ok=True)
+    (texts_dir("lin") / "hong.txt").write_text(HONGLOU, encoding="utf-8")
+    assert job.status("lin") == {"running": False, "started": None, "last": "", "live": None, "eval": {}}
+    job.start("lin", steps=2, extra=["--base", str(tiny_qwen_dir)])
+    with pytest.raises(job.JobError, match="already being trained"):
+        job.start("lin")
+    assert job.status("lin")["running"]
+    deadline = time.time() + 300
+    while job.running("lin") and time.time() < deadline:
+        time.sleep(0.5)
+    now = job.status("lin")
+    log = (adapter_dir("lin") / job.LOG).read_text(encoding="utf-8")
+    assert not now["running"] and now["live"], log
+    assert {"before", "after"} <= set(now["eval"]) and "held-out loss" in log and "lines of hers" in log
+    ok, why = job.can_train()
+    assert ok or "CUDA GPU" in why  # on a machine without one the page says why, and the CLI stays
+
+
+def test_the_voice_command_without_texts_says_what_to_do(tmp_path: Path):
+    from characters import create_character
+
+    create_character("nobook", name="无名")
+    r = run_cli("voice", "nobook")
+    assert r.returncode == 2 and "has no texts" in r.stderr and "Traceback" not in r.stderr
+

@@ -144,6 +144,34 @@ def test_an_answer_that_recites_its_prompt_is_caught() -> None:
     assert gate.reason == "recited the prompt" and "".join(gate.shown) == "叫林黛玉。"
 
 
+def test_in_character_a_whole_sentence_goes_out_as_soon_as_it_ends() -> None:
+    card = load_card("daiyu")
+    head = prompting.system_prompt(card, prompting.MODES.create("roleplay"), Budget())
+    gate = guard.Gate(guard.Rules("zh", "今日身子可好些？", head=head), before="我")
+    shown = [gate.feed(ch) for ch in "今儿略好些了，只是夜里咳嗽。紫"]
+    assert shown[-2] == "" and shown[-1] == "今儿略好些了，只是夜里咳嗽。"  # the next character confirms the end
+    en = guard.Gate(guard.Rules("en", "How is Jane?", head="..."), before="I")
+    assert "".join(en.feed(ch) for ch in " paid 3.5 pounds. S") == " paid 3.5 pounds."  # "3." ends nothing
+
+
+def test_a_sentence_that_means_what_an_assistant_says_is_caught_without_its_words() -> None:
+    from persona import tone
+
+    zh = tuple(prompting.texts_for(load_card("daiyu"))["guard"]["assistant_sentences"])
+    en = tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"])
+    # Said by the model in session 7 (bench/results/persona.json); no word of the guard's lists in them.
+    assert tone.closeness("我明白。我没有实际的智能，但我可以理解你的问题并给出相应的答案。", zh) >= tone.THRESHOLD
+    assert tone.closeness("I can definitely help with that!", en) >= tone.THRESHOLD
+    for hers in ("我最喜欢潇湘馆的翠竹。", "我吃的是王大夫的药呢。", "I am closest to my sister Jane.",
+                 "Whether that is a recommendation, you must judge."):
+        assert tone.closeness(hers, zh + en) < tone.THRESHOLD, hers
+    rules = guard.Rules("zh", "你是人工智能吗？", tone=tone.judge(zh))
+    gate = guard.Gate(rules, before="我")
+    shown = "".join(_through(gate, "夜里睡不安稳。我没有实际的智能，但我可以理解你的问题并给出相应的答案。"))
+    assert gate.reason == "assistant: tone" and shown == "夜里睡不安稳。"  # her sentence stays, the assistant's never shows
+    assert tone.closeness("anything", ()) == 0.0
+
+
 def _through(gate: guard.Gate, text: str, cut_off: bool = False) -> list[str]:
     out = [gate.feed(ch) for ch in text]
     out.append(gate.close(cut_off))
@@ -249,8 +277,7 @@ def test_the_lines_closest_to_the_question_are_offered_each_turn(zh_store, tiny_
     first = bot.history[-1].prompt.split("【你在书中说过的话】\n")[1].split("\n\n")[0].splitlines()
     assert len(first) == 2 and any("雪团儿" in x for x in first)  # a passage's line and the book's closest
     bot.ask("下雨的夜里宝玉穿的什么来看你？")
-    block = bot.history[-1].prompt.split("【你在书中说过的话】\n")[1].split("\n\n")[0]
-    assert len(block.splitlines()) == 1  # one line on a follow-up
+    assert "【你在书中说过的话】" not in bot.history[-1].prompt  # none on a follow-up: read while the reader waits
 
 
 # ------------------------------------------------------- repetition control and banned words

@@ -138,8 +138,8 @@ def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_ll
     parrot = [s for s in bot_done.sources if "雪团儿" in s["passage"]]
     assert parrot and parrot[0]["chapter"].startswith("第一回") and parrot[0]["source"] == "xiaoxiang.txt"
     t = bot_done.timings
-    assert set(t) == {"retrieve_ms", "first_token_ms", "total_ms"}
-    assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["total_ms"]
+    assert set(t) == {"retrieve_ms", "first_token_ms", "first_shown_ms", "total_ms"}
+    assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["first_shown_ms"] <= t["total_ms"]
     assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question", "memory", "summary"}
 
 
@@ -410,7 +410,7 @@ def test_cli_json_output_schema(en_store, tiny_qwen_dir: Path, zhiyin_home: Path
     for row, q in zip(out, ["Why did Elizabeth walk to Netherfield?", "What did Darcy say of her?"], strict=True):
         assert {"question", "answer", "sources", "timings", "model"} <= set(row)
         assert row["question"] == q and isinstance(row["answer"], str) and row["answer"]
-        assert set(row["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "end_ms"}
+        assert set(row["timings"]) == {"retrieve_ms", "first_token_ms", "first_shown_ms", "total_ms", "end_ms"}
         assert all(isinstance(v, (int, float)) for v in row["timings"].values())
         assert row["model"] == f"transformers:{tiny_qwen_dir.name}"
         for s in row["sources"]:

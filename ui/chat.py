@@ -71,7 +71,9 @@ class Conversation:
 def timing_note(timings: dict) -> str:
     if not timings or "first_token_ms" not in timings:
         return ""
-    return (f"{timings['first_token_ms'] / 1000:.1f} s to the first word, "
+    # What the reader saw: in character the guard holds the model's first words until a sentence is whole.
+    first = timings.get("first_shown_ms", timings["first_token_ms"])
+    return (f"{first / 1000:.1f} s to the first word, "
             f"{timings.get('total_ms', 0) / 1000:.1f} s in all")
 
 

@@ -274,6 +274,9 @@ def sidebar(conv: chat.Conversation, sb) -> None:
 
 def chat_page(card: Card, mode: str, settings: Settings) -> None:
     st.header(f"{card.name}" + (f" · {card.source_work}" if card.source_work else ""))
+    if settings.llm_backend == "transformers" and settings.llm_adapter:  # where her fine-tuned voice is on
+        st.caption(f"🎓 Answering with the fine-tuned adapter '{settings.llm_adapter}' (LoRA, transformers); "
+                   "turn it off on the Settings page.")
     reader = history.reader_box(settings)
     if history.store_problem():
         st.warning(history.store_problem() + " This session's conversation is kept in memory only.")

@@ -14,7 +14,7 @@ import numpy as np
 from registry import Registry
 from settings import load_settings, models_dir
 from voice.audio import ASR_RATE, VoiceError, check_audible, decode_audio
-from voice.correction import context_terms, correct
+from voice.correction import BookWords, context_terms, correct
 from voice.models import whisper_base_path
 
 log = logging.getLogger("voice")
@@ -180,11 +180,12 @@ class OpenAIWhisperEngine(ASREngine):
 
 
 def transcribe(path_or_bytes: str | Path | bytes, lang: str = "auto", engine: str = "faster-whisper",
-               context: str = "", names: Iterable[str] | None = None) -> Transcript:
+               context: str = "", names: Iterable[str] | None = None, words: BookWords | None = None) -> Transcript:
     """Transcribe WAV/WebM/Ogg/MP3/M4A (a path or the bytes a browser sent); bad or silent audio raises VoiceError.
 
     ``context`` primes recognition with what the conversation is about (voice/priming.py), and the
-    transcript's homophones of ``names`` (default: the names in ``context``) become those names.
+    transcript's homophones of ``names`` (default: the names in ``context``) become those names, and
+    non-words that sound like one of a book's ``words`` become that word.
     ``voice.priming.listen(audio, card, last_turn)`` does all of it for a character.
     """
     if lang not in {"auto", "zh", "en"}:
@@ -199,17 +200,19 @@ def transcribe(path_or_bytes: str | Path | bytes, lang: str = "auto", engine: st
         result = asr.transcribe(audio, lang)
     else:
         result = asr.transcribe(audio, lang, context=context)
-    if context or names:
-        result = with_names_restored(result, context, names)
+    if context or names or words is not None:
+        result = with_names_restored(result, context, names, words)
     if not result.text.strip():
         raise VoiceError(f"{name} holds no speech that could be recognised; speak closer to the microphone.")
     return result
 
 
-def with_names_restored(result: Transcript, context: str = "", names: Iterable[str] | None = None) -> Transcript:
-    """The transcript with homophones of ``names`` (default: the context's) replaced by them (voice/correction.py)."""
+def with_names_restored(result: Transcript, context: str = "", names: Iterable[str] | None = None,
+                        words: BookWords | None = None) -> Transcript:
+    """The transcript with homophones of ``names`` (default: the context's) replaced by them, and
+    non-words sounding like the book's ``words`` by those (voice/correction.py)."""
     lang = "zh" if result.language in {"zh", "yue"} else "en"
     terms = list(names) if names is not None else context_terms(context, lang)
-    result.segments = [Segment(s.start_s, s.end_s, correct(s.text, terms, lang)) for s in result.segments]
-    result.text = correct(result.text, terms, lang)
+    result.segments = [Segment(s.start_s, s.end_s, correct(s.text, terms, lang, words)) for s in result.segments]
+    result.text = correct(result.text, terms, lang, words)
     return result

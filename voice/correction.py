@@ -4,13 +4,21 @@ Whisper base, even primed, writes 贾母 as 假母 and 黛玉 as 待于: same so
 A stretch of the transcript that sounds exactly like one of the context's names (pypinyin, tones
 ignored, the usual Mandarin confusions in/ing, en/eng, an/ang, z/zh, c/ch, s/sh allowed) becomes that
 name. English names are matched by spelling: a capitalised "Longborn" becomes Longbourn.
+
+Then the book's own words (:class:`BookWords`): a stretch that is no word and that the book never
+writes, but that sounds exactly like a word the book uses, becomes that word (沉射 → 陈设, 搬搬 → 斑斑,
+贬额 → 匾额).
 """
 from __future__ import annotations
 
 import difflib
 import re
+import threading
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
@@ -49,12 +57,114 @@ def context_terms(context: str, lang: str) -> list[str]:
                               and p.strip()[0].isupper()))
 
 
-def correct(text: str, terms: Iterable[str], lang: str) -> str:
-    """``text`` with homophones of ``terms`` (zh) or near-spellings of them (en) replaced by the terms."""
+def correct(text: str, terms: Iterable[str], lang: str, words: BookWords | None = None) -> str:
+    """``text`` with homophones of ``terms`` (zh) or near-spellings of them (en) replaced by the terms,
+    then (zh) non-words that sound like one of the book's ``words`` replaced by it."""
     terms = [t for t in terms if t]
-    if not terms or not text:
+    if not text:
         return text
-    return _correct_zh(text, terms) if lang == "zh" else _correct_en(text, terms)
+    if lang != "zh":
+        return _correct_en(text, terms) if terms else text
+    text = _correct_zh(text, terms) if terms else text
+    return words.fix(text, terms) if words is not None else text
+
+
+@lru_cache(maxsize=4096)
+def _tones(text: str) -> tuple[str, ...]:
+    """Each character's tone, "1"-"4", or "5" for the neutral tone."""
+    from pypinyin import Style, lazy_pinyin
+
+    return tuple(p[-1] if p[-1].isdigit() else "5" for p in lazy_pinyin(text, style=Style.TONE3,
+                                                                          neutral_tone_with_five=True))
+
+
+def _tones_off(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """Syllables whose tones differ (the neutral tone matches any: 跟这 is heard for 跟着)."""
+    return sum(x != y and "5" not in (x, y) for x, y in zip(a, b, strict=False))
+
+
+BOOK_WORD_MIN = 3  # times the book writes a word before a homophone becomes it
+NEVER = 2  # a stretch the book writes this often is the book's own, not a mishearing
+
+
+@dataclass
+class BookWords:
+    """A book's words by sound: the dictionary's words (jieba's) of two to four characters that the book
+    writes at least BOOK_WORD_MIN times. Mined once per store version (~3 s for 红楼梦 on 2 cores).
+
+    Whisper base writes what it hears as everyday characters that make no word (陈设 as 沉射, 朴素 as
+    普宿, 斑斑 as 搬搬); names are voice.correction's first pass, this is the book's other words."""
+
+    by_sound: dict[tuple[str, ...], list[tuple[str, int]]]  # toneless syllables -> [(word, count)]
+    text: str  # the book's Chinese, to ask how often it writes a stretch
+    names: tuple[str, ...] = ()  # kept whole when the transcript is cut into words
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def mine(cls, texts: Iterable[str], names: Iterable[str] = ()) -> BookWords:
+        from knowledge_base.keywords import _base_jieba
+
+        runs = _CJK_RUN.findall("\n".join(texts))
+        grams: Counter[str] = Counter(r[i:i + n] for r in runs for n in (2, 3, 4) for i in range(len(r) - n + 1))
+        known = _base_jieba().FREQ
+        by_sound: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+        for w, c in grams.items():
+            if c >= BOOK_WORD_MIN and known.get(w, 0) > 0:
+                by_sound.setdefault(_raw_sounds(w), []).append((w, c))
+        return cls(by_sound, "\n".join(runs), tuple(dict.fromkeys(n for n in names if n)))
+
+    @property
+    def _segmenter(self) -> Any:
+        seg = self.__dict__.get("_seg")
+        if seg is None:
+            from knowledge_base.keywords import _jieba_with
+
+            seg = self.__dict__["_seg"] = _jieba_with(self.names)
+        return seg
+
+    def fix(self, text: str, terms: Iterable[str] = ()) -> str:
+        """``text`` with its non-words that sound like one of the book's words replaced by that word;
+        ``terms`` (the names just put back) are left alone."""
+        terms = [t for t in terms if len(t) >= 2]
+        out, last = [], 0
+        for run in _CJK_RUN.finditer(text):
+            out += [text[last:run.start()], self._fix_run(run.group(), terms)]
+            last = run.end()
+        return "".join([*out, text[last:]])
+
+    def _fix_run(self, run: str, terms: list[str]) -> str:
+        """Stretches of single characters (jieba finds no word there), longest first: one the book never
+        writes and that sounds like one of its words, in the same tones, becomes that word (the one whose
+        tones agree most, then the one the book writes most)."""
+        if len(run) < 2 or len(_raw_sounds(run)) != len(run):
+            return run
+        with self._lock:  # a jieba Tokenizer is not safe across threads
+            pieces = self._segmenter.lcut(run, HMM=False)
+        solid, i = [False] * len(run), 0
+        for p in pieces:  # a word the dictionary or the book knows stays as heard
+            if len(p) > 1 and (self._segmenter.FREQ.get(p, 0) > 0 or self.text.count(p) >= NEVER):
+                solid[i:i + len(p)] = [True] * len(p)
+            i += len(p)
+        for t in terms:
+            for m in re.finditer(re.escape(t), run):
+                solid[m.start():m.end()] = [True] * len(t)
+        chars = list(run)
+        raw, tones = _raw_sounds(run), _tones(run)
+        for n in (4, 3, 2):
+            for i in range(len(run) - n + 1):
+                piece = run[i:i + n]
+                if any(solid[i:i + n]) or self.text.count(piece) >= NEVER:
+                    continue
+                # Whisper's wrong characters keep the tones it heard (沉射 chén shè for 陈设); a word in
+                # other tones is another word (叫她 is not 脚踏): all tones agree in two syllables, all but one in more.
+                heard = tones[i:i + n]
+                cands = [wc for wc in self.by_sound.get(raw[i:i + n], ()) if _tones_off(_tones(wc[0]), heard) <= (n > 2)]
+                if not cands:
+                    continue
+                best = max(cands, key=lambda wc: (-_tones_off(_tones(wc[0]), heard), wc[1]))
+                chars[i:i + n] = list(best[0])
+                solid[i:i + n] = [True] * n
+        return "".join(chars)
 
 
 def _correct_zh(text: str, terms: list[str]) -> str:

@@ -11,7 +11,8 @@ of it is one less for the answer in the 448-token decoding window).
     heard.text
 
 ``priming_context`` gives the prompt alone, for ``voice.transcribe(audio, lang, context=...)``; after
-recognition, homophones of the names are put back (voice/correction.py, ``listening_names``).
+recognition, homophones of the names are put back (voice/correction.py, ``listening_names``), then
+non-words that sound like the book's own words (``book_words``).
 """
 from __future__ import annotations
 
@@ -169,8 +170,8 @@ def _en_terms(texts: list[str]) -> list[tuple[str, int]]:
     return sorted(out, key=lambda t: -t[1])
 
 
-_terms_cache: dict[str, list[str]] = {}
-_terms_lock = threading.Lock()
+_mined_cache: dict[str, Any] = {}
+_mined_lock = threading.Lock()
 
 
 def _version_of(store: Any, character_id: str) -> tuple[Path | None, list[str] | None]:
@@ -189,33 +190,54 @@ def _version_of(store: Any, character_id: str) -> tuple[Path | None, list[str] |
     return getattr(store, "version", None), [c["text"] for c in chunks] if chunks else None
 
 
+def _per_version(kind: str, card: Any, store: Any, mine: Any, empty: Any) -> Any:
+    """``mine(chunk texts)`` for the card's store version, computed once per version; ``empty`` when
+    there is no store (no book yet) or it cannot be read (being replaced or damaged)."""
+    version, texts = _version_of(store, card.id)
+    if version is None:
+        return empty
+    key = f"{kind}|{version.resolve()}|{card.lang}"
+    with _mined_lock:
+        if key in _mined_cache:
+            return _mined_cache[key]
+    try:
+        if texts is None:
+            from knowledge_base.store import read_chunks
+
+            texts = [c["text"] for c in read_chunks(version)]
+        found = mine(texts)
+    except (OSError, ValueError) as exc:  # a store being replaced or damaged: listen without it
+        log.warning("no %s from %s (%s)", kind, version, exc)
+        return empty
+    with _mined_lock:
+        _mined_cache[key] = found
+    return found
+
+
 def book_terms(card: Any, store: Any = None) -> list[str]:
     """The book's most frequent proper nouns, her own names left out; computed once per store version.
 
     ``store``: a KnowledgeStore, a store folder or version folder, or None for the card's live store.
     No store (no book yet) gives no terms.
     """
-    version, texts = _version_of(store, card.id)
-    if version is None:
-        return []
-    key = f"{version.resolve()}|{card.lang}"
-    with _terms_lock:
-        if key in _terms_cache:
-            return _terms_cache[key]
-    try:
-        if texts is None:
-            from knowledge_base.store import read_chunks
-
-            texts = [c["text"] for c in read_chunks(version)]
-        mined = TERM_MINERS.create(card.lang, texts=texts) if card.lang in TERM_MINERS else []
-    except (OSError, ValueError) as exc:  # a store being replaced or damaged: prime without it
-        log.warning("no proper nouns from %s (%s)", version, exc)
-        return []
     own = set(card.names)
-    terms = [t for t, _ in mined if not any(t in n or n in t for n in own)][:BOOK_TERMS]
-    with _terms_lock:
-        _terms_cache[key] = terms
-    return terms
+
+    def mine(texts: list[str]) -> list[str]:
+        mined = TERM_MINERS.create(card.lang, texts=texts) if card.lang in TERM_MINERS else []
+        return [t for t, _ in mined if not any(t in n or n in t for n in own)][:BOOK_TERMS]
+
+    return _per_version("proper nouns", card, store, mine, [])
+
+
+def book_words(card: Any, store: Any = None) -> Any:
+    """The book's words by sound (voice.correction.BookWords) for a Chinese book, else None; once per
+    store version, as :func:`book_terms`."""
+    if card.lang != "zh":
+        return None
+    from voice.correction import BookWords
+
+    names = [*_her_names(card), *book_terms(card, store)]
+    return _per_version("words", card, store, lambda texts: BookWords.mine(texts, names), None)
 
 
 # ---------------------------------------------------------------------------- the context
@@ -308,4 +330,4 @@ def listen(audio: str | Path | bytes, card: Any, last_turn: str = "", store: Any
 
     context = priming_context(card, last_turn, store)
     return transcribe(audio, lang=card.lang, engine=engine or load_settings().asr_engine, context=context,
-                      names=listening_names(card, store, last_turn))
+                      names=listening_names(card, store, last_turn), words=book_words(card, store))
