@@ -84,7 +84,7 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
-              "阿里", "通义", "千问", "语言模", "模态", "开发的", "训练", "真正的“人”", "真正的人", "工具人", "智能")
+              "阿里", "通义", "千问", "语言模", "模态", "开发的", "训练", "真正的“人”", "真正的人", "工具人", "实际的智能")
 
 
 def _units(text: str, lang: str) -> list[str]:
