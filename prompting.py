@@ -175,10 +175,11 @@ _READER = Mode("reader", cite=True, examples=False, excerpts=True, ask_first=Tru
                temperature_setting="reader_temperature", first_passages=340, max_tokens=320)
 # Role-play keeps whole passages, a scene: a conversation needs the scene more than one fact. Her first
 # word should come within ~4 s, and a first turn's new tokens are read at ~65/s: 260 tokens of passages
-# and two of her lines (up to 120 tokens) made 330-420 new tokens, 5-7 s (bench/results/turn.json); 140
-# and two short lines (60 tokens in all: one from the passages, one from her whole book) took 3.96 s p50,
-# too close to 4: 120 it is. Her
-# voice is in the cached head (her scenes); a follow-up adds no line of hers (~30 tokens, 0.5 s).
+# and two of her lines (up to 120 tokens) made 330-420 new tokens, 5-7 s (bench/results/turn.json); with
+# this constant at 140 and two short lines (60 tokens in all: one from the passages, one from her whole
+# book) one run took 3.96 s p50, too close to 4: 120 it is (3.6 s). Her voice is in the cached head (her
+# scenes); a follow-up adds no line of hers (~30 tokens, 0.5 s). The cut costs some of it (docs/persona.md:
+# ``bench/persona_bench.py --passages 260 --examples 120 --lines 2,1`` measures the longer prompt).
 # Two or three sentences need ~80 tokens: a cap of 160 leaves room and cuts a loop short.
 _ROLEPLAY = Mode("roleplay", cite=False, card_prompts=True, first_passages=120, max_tokens=160,
                  in_character=True, lines=(2, 0))

@@ -13,7 +13,6 @@ assistant's scored 0.63-0.95, her own 0.15-0.42, the fallback line 0.54.
 from __future__ import annotations
 
 import logging
-import threading
 from functools import lru_cache
 
 import numpy as np
@@ -21,30 +20,26 @@ import numpy as np
 log = logging.getLogger("persona")
 
 THRESHOLD = 0.6  # cosine to the nearest bank sentence
-_lock = threading.Lock()
 
 
 @lru_cache(maxsize=8)
 def _bank(sentences: tuple[str, ...]) -> np.ndarray:
-    from knowledge_base.embedders import get_embedder
+    from persona.scenes import _embed  # the embedder her lines are compared with (USE; it locks itself)
 
-    return get_embedder("use").embed(list(sentences))
+    return _embed(list(sentences))
 
 
 def closeness(sentence: str, bank: tuple[str, ...]) -> float:
     """Cosine of ``sentence`` to the nearest bank sentence (0.0 with no bank, or when USE cannot load)."""
     if not bank or not sentence.strip():
         return 0.0
-    try:
-        from knowledge_base.embedders import get_embedder
+    from persona.scenes import embed_question
 
-        with _lock:
-            vecs = _bank(bank)
-            vec = get_embedder("use").embed([sentence])[0]
+    try:
+        return float(np.max(_bank(bank) @ embed_question(sentence)))
     except Exception as exc:  # no embedder: the word lists still guard
         log.warning("assistant-tone check off (%s)", exc)
         return 0.0
-    return float(np.max(vecs @ vec))
 
 
 def judge(bank: tuple[str, ...], threshold: float = THRESHOLD):  # -> Callable[[str], bool]
