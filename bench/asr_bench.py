@@ -94,21 +94,23 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
     engine = asr.get_asr("faster-whisper")
     engine.beam_size = parse(variant)[2]
     rows, compute, seconds = [], 0.0, 0.0
+    words = book_words(card, store) if parse(variant)[0] in ("book", "turn") else None
     for item, clips in zip(items, audio, strict=True):
         ctx, terms = context_for(variant, card, store, item.get("last_turn", ""))
         ref = norm(item["text"], lang)
-        words = book_words(card, store) if parse(variant)[0] in ("book", "turn") else None
-        heard, fixed = [], []
+        heard, named, fixed = [], [], []
         for clip in clips:
             t0 = time.perf_counter()
             text = engine.transcribe(clip, lang, context=ctx).text
             compute += time.perf_counter() - t0
             seconds += len(clip) / ASR_RATE
             heard.append((jiwer.cer(ref, norm(text, lang) or "-"), text))
+            names_only = correct(text, terms, lang)  # what the names alone put back (session 6's correction)
+            named.append((jiwer.cer(ref, norm(names_only, lang) or "-"), names_only))
             better = correct(text, terms, lang, words)
             fixed.append((jiwer.cer(ref, norm(better, lang) or "-"), better))
         row = {"text": item["text"], "heard_takes": [t for _, t in heard]}
-        for key, scored in (("heard", heard), ("corrected", fixed)):
+        for key, scored in (("heard", heard), ("names", named), ("corrected", fixed)):
             median = sorted(scored, key=lambda t: t[0])[len(scored) // 2]
             row[f"cer_{key}"], row[key] = round(median[0], 4), median[1]
             if lang == "en":
@@ -116,7 +118,7 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
         rows.append(row)
     engine.beam_size = 1
     out = {"variant": variant, "lang": lang, "sentences": len(rows), "rtf": round(compute / seconds, 3)}
-    for key in ("heard", "corrected"):
+    for key in ("heard", "names", "corrected"):
         out[f"cer_{key}"] = round(statistics.mean(r[f"cer_{key}"] for r in rows), 4)
         if lang == "en":
             out[f"wer_{key}"] = round(statistics.mean(r[f"wer_{key}"] for r in rows), 4)
@@ -128,9 +130,9 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
 
 
 def _scores(r: dict) -> str:
-    text = f"CER {r['cer_heard']:.4f} -> {r['cer_corrected']:.4f}"
+    text = f"CER {r['cer_heard']:.4f} -> names {r['cer_names']:.4f} -> {r['cer_corrected']:.4f}"
     if "wer_heard" in r:
-        text += f"  WER {r['wer_heard']:.4f} -> {r['wer_corrected']:.4f}"
+        text += f"  WER {r['wer_heard']:.4f} -> {r['wer_names']:.4f} -> {r['wer_corrected']:.4f}"
     return text
 
 
@@ -174,11 +176,11 @@ def main() -> int:
             print(f"{name} {variant:<14} {_scores(res)}  RTF {res['rtf']}  ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
 
-    keys = ("cer_heard", "cer_corrected", "wer_heard", "wer_corrected", "rtf", "context_tokens")
+    keys = ("cer_heard", "cer_names", "cer_corrected", "wer_heard", "wer_names", "wer_corrected", "rtf", "context_tokens")
     summary = {name: {r["variant"]: {k: r[k] for k in keys if k in r} for r in rows} for name, rows in results.items()}
     out = {"command": "python bench/asr_bench.py " + " ".join(sys.argv[1:]),
            "takes": args.takes, "score": "mean over sentences of the median CER (WER) of the takes",
-           "heard": "what Whisper wrote",
+           "heard": "what Whisper wrote", "names": "after putting back the names alone",
            "corrected": "after voice.correction with the same context, and for book/turn the book's words (what listen returns)",
            "summary": summary, "results": results,
            "note": "measured on a 2-core CPU shared with other work (RTF is conservative)"}

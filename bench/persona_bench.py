@@ -22,6 +22,7 @@ then ``--assistant`` once. Writes bench/results/persona.json (runs under other l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -220,17 +221,28 @@ def load_prompts(only: str, ids: list[int] | None, which: str = "main") -> dict[
 
 def run_roleplay(prompts: dict[str, list[dict]], args: argparse.Namespace) -> dict[str, list[dict]]:
     import llm
+    import prompting
     import ragchat
     from settings import load_settings
 
     model = llm.get_chat_model(load_settings(threads=args.threads, max_tokens=args.max_tokens),
                                seed=None if args.seed < 0 else args.seed)
+    # Another first-turn prompt than the app's, to weigh what it costs (--passages/--examples/--lines).
+    budget = prompting.Budget(**({"examples": args.examples} if args.examples is not None else {}))
+    changes = {"first_passages": args.passages} if args.passages is not None else {}
+    if args.lines:
+        changes["lines"] = tuple(int(x) for x in args.lines.split(","))
+
+    def mode(m: prompting.Mode) -> prompting.Mode:
+        return dataclasses.replace(m, **changes)
+
     rows: dict[str, list[dict]] = {}
     for cid, items in prompts.items():
         ragchat.Companion(cid, mode="roleplay", llm=model).prepare_prefix()  # her head's state, saved once
         rows[cid] = []
         for item in items:
-            bot = ragchat.Companion(cid, mode="roleplay", llm=model)
+            bot = ragchat.Companion(cid, mode="roleplay", llm=model, budget=budget)
+            bot.mode = mode(bot.mode)
             t0 = time.perf_counter()
             done = bot.ask(item["q"])
             r = {"i": item["i"], "q": item["q"], "kind": item["kind"], "answer": done.answer,
@@ -317,6 +329,9 @@ def main() -> int:
     parser.add_argument("--prompts", choices=tuple(PROMPT_SETS), default="main",
                         help="main: bench/data/persona_prompts.json; heldout: prompts never tuned on")
     parser.add_argument("--max-tokens", type=int, default=120, help="answer cap (the mode's own cap may be lower)")
+    parser.add_argument("--passages", type=int, help="role-play's first-turn passage tokens (the app's: 120; 260 before session 7)")
+    parser.add_argument("--examples", type=int, help="tokens of her lines on a first turn (the app's: 60; 120 before)")
+    parser.add_argument("--lines", help="her lines on a first turn and a follow-up, e.g. 2,1 (the app's: 2,0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
     parser.add_argument("--shared", type=Path, default=Path("/tmp/zhiyin-bench"),
