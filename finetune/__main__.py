@@ -92,8 +92,9 @@ def cmd_voice(args: argparse.Namespace) -> dict[str, Any]:
     """Her lines from her own texts, then her LoRA adapter trained on them."""
     from characters import texts_dir
     from finetune.train import adapter_dir
+    from knowledge_base.builder import book_files  # the same books her store is built from
 
-    books = sorted(p for p in texts_dir(args.character).glob("*") if p.is_file() and not p.name.startswith("."))
+    books = book_files(args.character)
     if not books:
         raise SystemExit(f"{args.character} has no texts in {texts_dir(args.character)}; add her book first.")
     lines = adapter_dir(args.character) / "lines.jsonl"

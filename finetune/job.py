@@ -74,11 +74,11 @@ def running(character_id: str) -> bool:
 
 def start(character_id: str, steps: int = GPU_STEPS, extra: list[str] | None = None) -> int:
     """Start her training in the background; its process id. Raises JobError when one is running."""
-    from characters import has_books
+    from knowledge_base.builder import book_files
 
     if running(character_id):
         raise JobError("Her voice is already being trained; wait for that run to end.")
-    if not has_books(character_id):
+    if not book_files(character_id):
         raise JobError("She has no book yet; add one on the Knowledge page first.")
     folder = adapter_dir(character_id)
     folder.mkdir(parents=True, exist_ok=True)

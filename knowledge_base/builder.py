@@ -151,6 +151,11 @@ def _scan(folder: Path) -> dict[str, Path]:
     }
 
 
+def book_files(character_id: str) -> list[Path]:
+    """The books a character's store is built from: her texts folder's readable files, hidden ones left out."""
+    return list(_scan(texts_dir(safe_id(character_id))).values())
+
+
 def build(
     character_id: str,
     inputs: list[str | Path] | None = None,
