@@ -24,7 +24,8 @@ from knowledge_base.gemma import GemmaError
 from knowledge_base.reading import ReadError
 from knowledge_base.store import KnowledgeStore, StoreError, store_root
 from knowledge_base.upgrade import claim as claim_upgrade
-from knowledge_base.upgrade import forget_pid, record_pid, upgrade, upgrade_status
+from knowledge_base.upgrade import forget_pid, record_pid, upgrade, upgrade_status, upgrade_target
+from knowledge_base.upgrade import eta_text
 from knowledge_base.upgrade import running as running_upgrade
 
 STAGES = {"read": "reading", "embed": "embedding", "store": "storing", "keywords": "indexing"}
@@ -110,7 +111,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{r['file']}: replaced; the old file is kept at {r['kept']}", file=sys.stderr)
     if report.upgrade_pending and not args.no_upgrade:
         pid = start_background_upgrade(report.character)
-        print(f"Searchable now. A better index (e5) is being built in the background (pid {pid}); "
+        print(f"Searchable now. A better index ({upgrade_target()}) is being built in the background (pid {pid}); "
               f"see `python gen_chroma.py status {report.character}`.", file=sys.stderr)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if args.json else _summary(report))
     return 0
@@ -145,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"({s['dim']}-d, collection {s['collection']}), built {s['built']}")
         if u.get("target"):
             print(f"upgrade to {u.get('target')}: {u.get('stage')} {u.get('done')}/{u.get('total')}"
-                  + (f", about {u['eta_s']:.0f} s left" if u.get("eta_s") else "")
+                  + eta_text(u.get("eta_s"))
                   + (f" (running, pid {u['running_pid']})" if u.get("running_pid") else ""))
     return 0
 
@@ -161,7 +162,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         record_pid(cid, os.getpid())
     bar = TqdmProgress(disable=args.quiet)
     try:
-        swapped = upgrade(cid, target=args.to, progress=bar) if args.to else upgrade(cid, progress=bar)
+        swapped = upgrade(cid, target=args.to, progress=bar)
     finally:
         bar.close()
         forget_pid(cid)
@@ -179,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--lang", choices=["zh", "en"], help="language of a new character (detected if omitted)")
     b.add_argument("--embedder", help="use, e5, st:<folder> or auto (default: settings, auto)")
     b.add_argument("--rebuild", action="store_true", help="re-embed everything from scratch")
-    b.add_argument("--no-upgrade", action="store_true", help="don't start the background e5 upgrade")
+    b.add_argument("--no-upgrade", action="store_true", help="don't start the background index upgrade")
     b.add_argument("--replace", action="store_true",
                    help="a book whose file name is taken replaces the old one (kept in texts/.replaced/)")
     s = sub.add_parser("search", help="search a character's store")
@@ -189,9 +190,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--embedder", help="refuse to search unless the store was built with this embedder")
     st = sub.add_parser("status", help="store statistics and background upgrade progress")
     st.add_argument("character")
-    u = sub.add_parser("upgrade", help="embed with e5 and swap the index (what build starts in the background)")
+    u = sub.add_parser("upgrade", help="embed with the best embedder and swap the index (what build starts in the background)")
     u.add_argument("character")
-    u.add_argument("--to", help="the embedder to upgrade to (default e5; embeddinggemma once assembled)")
+    u.add_argument("--to", help="the embedder to upgrade to (default: embeddinggemma where assembled, else e5)")
     u.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the upgrade lock, inherited from the launcher
     for sp in (b, s, st, u):
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")

@@ -19,7 +19,8 @@ from characters import Card, create_character, exists, load_card, safe_id, save_
 from fileio import sha256_file
 from knowledge_base import keywords
 from knowledge_base.chunking import chunk_document
-from knowledge_base.embedders import get_embedder, passage_inputs
+from knowledge_base import windows
+from knowledge_base.embedders import get_embedder
 from knowledge_base.reading import TEXT_SUFFIXES, ReadError, read_document
 from knowledge_base.store import (
     FORMAT,
@@ -33,8 +34,7 @@ from knowledge_base.store import (
     set_current,
     store_root,
 )
-from knowledge_base.upgrade import UPGRADE_EMBEDDER, upgrade, upgrade_status  # noqa: F401  (re-exported)
-from knowledge_base.vector_cache import embed_with_cache
+from knowledge_base.upgrade import UPGRADE_ORDER, upgrade, upgrade_status, upgrade_target  # noqa: F401  (re-exported)
 from knowledge_base.versions import (
     ADD_BATCH,
     Progress,
@@ -44,7 +44,7 @@ from knowledge_base.versions import (
     retire,
     noop,
     store_lock,
-    vector_cache,
+    vector_cache_path,
     write_json,
 )
 from language import detect_lang
@@ -236,7 +236,7 @@ def _ensure_card(cid: str, name: str | None, lang: str | None, inputs) -> Card:
 
 
 def _upgrade_wanted(manifest: dict, wanted: str) -> bool:
-    return wanted == "auto" and not manifest["dense"].get(UPGRADE_EMBEDDER, {}).get("complete", False)
+    return wanted == "auto" and not manifest["dense"].get(upgrade_target(), {}).get("complete", False)
 
 
 def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files: dict[str, Path],
@@ -289,14 +289,15 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     )
     have = set(col.get(include=[])["ids"]) if dense in prev_m["dense"] else set()
     missing = [c for c in all_chunks if c["id"] not in have]
-    cache = vector_cache(version.parent, dense, emb.dim)
-    try:
-        vectors = embed_with_cache(passage_inputs(emb, missing), emb.embed, cache, emb.batch,
-                                   lambda d, t: progress("embed", d, t))
-    finally:
-        cache.close()
+    vectors, wins = windows.embed_chunks(emb, missing, vector_cache_path(version.parent),
+                                         lambda d, t: progress("embed", d, t))
     report.embedded = len(missing)
     add_vectors(col, missing, vectors, progress)
+    if wins is not None:  # this build's windows, beside those of the chunks it kept
+        windows.carry(prev or version, version, dense, keep_ids, [c["id"] for c in missing], wins)
+    for ename, info in indexes.items():  # an index that stays complete (files only removed) keeps its windows
+        if prev and ename != dense and info["complete"]:
+            windows.carry(prev, version, ename, keep_ids, [], [])
     indexes[dense] = {"collection": cname, "dim": emb.dim, "complete": True}
 
     # Keyword index over every chunk (tokens of unchanged chunks are reused), with the store's own names.
@@ -316,8 +317,9 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
         for c in all_chunks:
             fh.write(json.dumps(c, ensure_ascii=False) + "\n")
 
-    active = next((e for e in (UPGRADE_EMBEDDER, dense) if indexes.get(e, {}).get("complete")), dense)
-    if dense not in (FAST_EMBEDDER, UPGRADE_EMBEDDER):
+    # The best complete index is searched (a book added after an upgrade falls back to USE until the next one).
+    active = next((e for e in (*UPGRADE_ORDER, dense) if indexes.get(e, {}).get("complete")), dense)
+    if dense not in (FAST_EMBEDDER, *UPGRADE_ORDER):
         active = dense  # a user-chosen embedder is always the one searched
     manifest = {
         "format": FORMAT, "character": cid, "language": card.language, "names": card.names,

@@ -33,6 +33,7 @@ from characters import safe_id
 from fileio import write_text_atomic
 from knowledge_base import keywords, remote
 from knowledge_base.embedders import get_embedder
+from knowledge_base.windows import WindowIndex
 from settings import paths
 
 FORMAT = 1
@@ -200,6 +201,9 @@ class KnowledgeStore:
             DenseIndex(name, self._read_vectors(self._open_collection(client, i["collection"])), SECOND_OPINION)
             for name, i in indexes.items() if name != active and i.get("complete")
         ]
+        # A second look at the active index's best candidates by their two-sentence windows, where the
+        # upgrade saved them (knowledge_base/windows.py).
+        self._windows = WindowIndex.load(version, active, self._row) if active in RANKS_ALONE else None
         self.tokenize = keywords.tokenizer_for(self.manifest.get("names", []))  # this store's own jieba state
         self._keywords = keywords.KeywordIndex.load(version / "bm25")
         self._idf: dict[str, float] = {}
@@ -275,7 +279,11 @@ class KnowledgeStore:
             coverage = 0.0
         fused: dict[int, float] = {}
         for index in self._dense_indexes[:1] if alone else self._dense_indexes:
-            for rank, row in enumerate(self._dense(query, CANDIDATES, index)):
+            vec = get_embedder(index.name).embed([query], query=True)[0]
+            rows = index.top(vec, CANDIDATES)
+            if alone and self._windows is not None:
+                rows = self._windows.second_look(vec, index.matrix, rows)
+            for rank, row in enumerate(rows):
                 fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
         if coverage > 0:
             top = np.argsort(-bm25, kind="stable")[:CANDIDATES]
@@ -330,7 +338,8 @@ class KnowledgeStore:
             "embedder": self.embedder_name,
             "dim": self.dim,
             "collection": self.collection_name,
-            "searching": [self.embedder_name] if self.embedder_name in RANKS_ALONE
+            "searching": [self.embedder_name] + (["windows"] if self._windows is not None else [])
+            if self.embedder_name in RANKS_ALONE
             else [index.name for index in self._dense_indexes] + ["bm25"],
             "indexes": {n: {"dim": i["dim"], "complete": i["complete"]} for n, i in m["dense"].items()},
             "files": len(m["files"]),

@@ -34,8 +34,12 @@ def store_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def vector_cache_path(root: Path) -> Path:
+    return root / "vectors.sqlite"
+
+
 def vector_cache(root: Path, name: str, dim: int) -> VectorCache:
-    return VectorCache(root / "vectors.sqlite", name, dim)
+    return VectorCache(vector_cache_path(root), name, dim)
 
 
 def add_vectors(collection, chunks: list[dict], vectors, progress: Progress) -> None:  # type: ignore[no-untyped-def]

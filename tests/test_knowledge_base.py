@@ -302,7 +302,8 @@ def test_rebuild_flag_re_embeds_everything_with_cached_vectors(zh_store, zh_book
 
 
 # ---- background upgrade -------------------------------------------------------------------------
-def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path):
+def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "no-models"))  # EmbeddingGemma not assembled: e5 is the best
     small = write(tmp_path / "in" / "tiny.txt", book({t: ps[:2] for t, ps in list(ZH_CHAPTERS.items())[:2]}))
     report = build("tiny", [small], embedder="auto")
     assert report.upgrade_pending and report.embedder == "use"
@@ -325,3 +326,34 @@ def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path):
     store = KnowledgeStore.open("tiny")
     assert store.embedder_name == "use" and store.stats()["searching"] == ["use", "bm25"]  # stale e5 is not read
     assert "香菱学诗" in store.search("香菱学诗", k=1)[0].text
+
+
+def test_the_upgrade_targets_embeddinggemma_once_assembled_and_e5_before(tmp_path, monkeypatch):
+    from knowledge_base import gemma
+    from knowledge_base.upgrade import upgrade_target
+
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))
+    assert upgrade_target() == "e5"
+    folder = gemma.model_dir()
+    folder.mkdir(parents=True)
+    (folder / gemma.COMPLETE).write_text("x")  # what prepare writes last
+    assert upgrade_target() == "embeddinggemma"
+
+
+@pytest.mark.slow
+def test_a_new_book_is_upgraded_to_embeddinggemma_and_searched_by_it(tmp_path):
+    from knowledge_base import gemma
+
+    if not gemma.is_ready():
+        pytest.skip(f"EmbeddingGemma is not assembled in {gemma.model_dir()}: run `{gemma.PREPARE}`")
+    small = write(tmp_path / "in" / "tiny.txt", book({t: ps[:2] for t, ps in list(ZH_CHAPTERS.items())[:2]}))
+    report = build("tiny", [small], embedder="auto")
+    assert report.upgrade_pending and report.embedder == "use"
+    assert upgrade("tiny") is True
+    m = read_manifest(current_version(store_root("tiny")))
+    assert m["active"] == "embeddinggemma" and m["dense"]["embeddinggemma"]["dim"] == 768
+    store = KnowledgeStore.open("tiny")
+    assert store.stats()["searching"] == ["embeddinggemma", "windows"]
+    assert "梅花上的雪" in store.search("妙玉给黛玉她们泡茶，用的是哪里来的水？", k=1)[0].text
+    assert upgrade_status("tiny")["target"] == "embeddinggemma"
+    assert not build("tiny", [small]).upgrade_pending  # already on the best index

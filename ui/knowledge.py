@@ -19,6 +19,7 @@ from characters import (
     writable_dir,
 )
 from knowledge_base.builder import BuildReport, build, safe_filename, upgrade_status
+from knowledge_base.upgrade import eta_text
 from knowledge_base.reading import ReadError, read_document
 from knowledge_base.store import KnowledgeStore, StoreError
 
@@ -174,9 +175,8 @@ def upgrade_text(status: dict) -> str:
     if not status:
         return "No background upgrade has run."
     done, total = status.get("done", 0), status.get("total", 0) or 0
-    eta = status.get("eta_s")
     stage = status.get("stage", "")
-    tail = f", about {eta:.0f} s left" if isinstance(eta, (int, float)) and done < total else ""
+    tail = eta_text(status.get("eta_s")) if done < total else ""
     return f"Upgrade to '{status.get('target', '?')}': {stage} {done}/{total}{tail}."
 
 
