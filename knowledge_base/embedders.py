@@ -139,7 +139,6 @@ class SentenceTransformerEmbedder(Embedder):
         # sentence-transformers 6 fills in empty "query"/"document" prompts: an empty one does not count.
         self.query_prompt = next((prompts[n] for n in QUERY_PROMPTS if prompts.get(n)), default)
         self.document_prompt = next((prompts[n] for n in DOCUMENT_PROMPTS if prompts.get(n)), default)
-        self.titles = True  # whether a title slot in the document prompt takes the chapter heading
         pooling = next((m for m in self._model if hasattr(m, "include_prompt")), None)
         # Where pooling skips the prompt's tokens, the prompt must go in as ``prompt=``, not inside the text.
         self._prompt_in_text = bool(getattr(pooling, "include_prompt", True))
@@ -153,7 +152,7 @@ class SentenceTransformerEmbedder(Embedder):
         if not self._prompt_in_text:
             return text
         prompt = self.document_prompt
-        if title and self.titles and TITLE_SLOT in prompt:
+        if title and TITLE_SLOT in prompt:
             prompt = prompt.replace(TITLE_SLOT, "title: " + " ".join(title.split()))
         return prompt + text
 
@@ -211,9 +210,9 @@ def embeddinggemma(threads: int | None = None) -> Embedder:
 
     emb = SentenceTransformerEmbedder(gemma.require(), name="embeddinggemma", threads=threads, bf16=_native_bf16())
     # Measured on both novels' 100 questions (docs/knowledge_base.md): its question-answering prompt ranked
-    # better than the config's "search result" one, and the chapter heading as title did no better than
-    # "none" while adding ~8% tokens to embed. Batches of 4 ran ~15% faster than 16 on 2 cores.
-    emb.query_prompt, emb.titles, emb.batch = QUESTION_PROMPT, False, 4
+    # better than the config's "search result" one (in 3 of 4 sets, never worse); batches of 4 ran ~15%
+    # faster than 16 on 2 cores.
+    emb.query_prompt, emb.batch = QUESTION_PROMPT, 4
     return emb
 
 

@@ -1,4 +1,5 @@
-"""The background index upgrade (USE -> EmbeddingGemma, or e5 where it is not assembled) of a character's store, one process per character.
+"""The background index upgrade of a character's store (USE -> EmbeddingGemma, or e5 where EmbeddingGemma
+is not assembled), one process per character.
 
 A click on "Upgrade" (or a build) starts ``gen_chroma.py upgrade`` detached; before this, every
 click started another, and several e5 embedders fought over two cores. Now the running upgrade

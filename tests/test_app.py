@@ -6,6 +6,7 @@ the packaged USE embedder; speech is real espeak-ng.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import gen_chroma
 from characters import CharacterError, avatar_path, load_card
 from knowledge_base.builder import build
 from knowledge_base.reading import ReadError
@@ -37,6 +39,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tiny_qwen_dir: Path) -> Path:  # no
     monkeypatch.setenv("ZHIYIN_MAX_TOKENS", "12")
     monkeypatch.setenv("ZHIYIN_THREADS", "2")
     monkeypatch.setenv("ZHIYIN_TTS_ENGINE", "espeak")
+    monkeypatch.setenv("ZHIYIN_EMBEDDER", "use")  # no background upgrade processes (one test turns it on)
     return tiny_qwen_dir
 
 
@@ -162,6 +165,36 @@ def test_knowledge_page_reads_a_gb18030_upload_and_rebuilds(app_env: Path) -> No
     assert stats["files"] == 2 and stats["chunks"] >= 2
     hits = KnowledgeStore.open("daiyu").search("甄士隐梦幻识通灵", k=1)
     assert hits and hits[0].source == "红楼梦选段.txt" and hits[0].chapter.startswith("第一回")
+
+
+def test_knowledge_page_offers_the_upgrade_to_the_best_index_this_machine_has(
+        daiyu_store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from knowledge_base import gemma
+
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))
+    at = start("Knowledge")
+    assert_clean(at)
+    assert "Upgrade the search index in the background (e5)" in [b.label for b in at.button]
+    gemma.model_dir().mkdir(parents=True)
+    (gemma.model_dir() / gemma.COMPLETE).write_text("x")  # as if assembled: it becomes the target
+    at.run()
+    assert "Upgrade the search index in the background (embeddinggemma)" in [b.label for b in at.button]
+
+
+def test_a_rebuild_on_the_page_starts_the_background_upgrade(app_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setenv("ZHIYIN_EMBEDDER", "auto")
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))  # EmbeddingGemma not assembled: e5
+    # A stand-in child that only holds the inherited lock a moment: the real upgrade is tested elsewhere.
+    monkeypatch.setattr(gen_chroma, "upgrade_argv", lambda cid: started.append([cid]) or
+                        [sys.executable, "-c", "import time; time.sleep(1)", "upgrade"])
+    at = start("Knowledge")
+    at.file_uploader(key="books").set_value(("红楼梦选段.txt", GB_BOOK, "text/plain")).run()
+    next(b for b in at.button if b.label.startswith("Add to")).click().run()
+    assert_clean(at)
+    assert started == [["daiyu"]]
+    assert any("A better index (e5) is being built in the background" in i for i in texts(at.info)), texts(at.info)
 
 
 def test_bad_uploads_are_explained_and_change_nothing(app_env: Path) -> None:

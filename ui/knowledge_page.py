@@ -6,6 +6,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from characters import Card
+from knowledge_base.upgrade import upgrade_target
 from ui import errors, knowledge
 from ui.guard import may_edit
 
@@ -38,6 +39,7 @@ def show_detected(uploads: list[tuple[str, bytes]]) -> None:
 
 def show(card: Card, flash: Callable[[str, str], None]) -> None:
     st.header(f"What {card.name} knows")
+    allowed = may_edit()
     status = knowledge.store_status(card.id)
     if "error" in status:
         st.warning(status["error"])
@@ -49,14 +51,14 @@ def show(card: Card, flash: Callable[[str, str], None]) -> None:
         cols[3].metric("Search model", status["embedder"])
         st.caption(f"Built {status['built']} · version {status['version']} · "
                    + knowledge.upgrade_text(status.get("upgrade", {})))
-        if "e5" not in status["indexes"] and st.button("Upgrade the search index in the background (e5)",
-                                                        disabled=not allowed):
+        target = upgrade_target()
+        if not status["indexes"].get(target, {}).get("complete") and st.button(
+                f"Upgrade the search index in the background ({target})", disabled=not allowed):
             from gen_chroma import start_background_upgrade
 
             pid = start_background_upgrade(card.id)
             st.info(f"Upgrade started (process {pid}); this page shows its progress when you come back.")
 
-    allowed = may_edit()
     st.subheader("Add books")
     files = st.file_uploader("Books (.txt, .md or .epub; any common encoding)", accept_multiple_files=True,
                              key="books")
@@ -67,6 +69,12 @@ def show(card: Card, flash: Callable[[str, str], None]) -> None:
             report, _ = knowledge.add_books(card.id, uploads, progress=progress_bar())
             st.success(f"Rebuilt: {report.files} books, {report.chunks:,} passages "
                        f"({len(report.added)} added, {len(report.changed)} changed) in {report.seconds:.1f} s.")
+            if report.upgrade_pending:  # as the CLI does: the better index follows in the background
+                from gen_chroma import start_background_upgrade
+
+                pid = start_background_upgrade(card.id)
+                st.info(f"Searchable now. A better index ({upgrade_target()}) is being built in the background "
+                        f"(process {pid}); this page shows its progress.")
         except Exception as exc:
             st.error(errors.message(exc, "rebuilding the knowledge store"))
 
