@@ -22,24 +22,22 @@ import numpy as np
 
 from knowledge_base.embedders import Embedder, passage_inputs
 from knowledge_base.vector_cache import VectorCache, embed_with_cache, text_key
+from sentences import split_sentences
 
 DEPTH = 20  # candidates looked at again (EmbeddingGemma's top 20 held the answer 0.75-0.91 of the time)
 PASSAGE_WEIGHT = 0.75  # chosen on our question sets, checked on the held-out ones
-WINDOW_RULES = 1
+WINDOW_RULES = 2  # 2: sentences from sentences.split_sentences (1 had its own splitter, cut at "Mr.")
 FOLDER = "windows"
-# A sentence ends at Chinese or Western end punctuation (with any closing quotes) or a line break.
-_END = re.compile(r"[。！？；…]+[”」』’\"]*|[.!?;]+[\"”’)\]]*(?=\s|$)|\n+")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of ``text``; very short ones are joined to the one before."""
+    """(start, end) of each sentence of ``text`` (the one splitter, ``sentences.split_sentences``); very
+    short ones are joined to the one before."""
     spans, start = [], 0
-    for m in _END.finditer(text):
-        if text[start : m.end()].strip():
-            spans.append((start, m.end()))
-        start = m.end()
-    if text[start:].strip():
-        spans.append((start, len(text)))
+    for piece in split_sentences(text, keep_space=True):  # the pieces join back into ``text`` exactly
+        if piece.strip():
+            spans.append((start, start + len(piece)))
+        start += len(piece)
     cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in text) * 3 > len(text)
     shortest = 12 if cjk else 40  # characters: 「是。」 or "Yes, sir." alone say little
     joined: list[tuple[int, int]] = []

@@ -23,6 +23,9 @@ def test_sentences_end_at_chinese_and_western_punctuation_and_short_ones_are_joi
     assert [en[s:e].strip() for s, e in windows.sentence_spans(en)] == [
         "It is a truth universally acknowledged. Yes.",
         "That a single man in possession of a fortune must want a wife!"]
+    mr = "Mr. Darcy danced only with Miss Bingley that evening. Mrs. Bennet was much offended by it all."
+    assert [mr[s:e].strip() for s, e in windows.sentence_spans(mr)] == [  # "Mr." ends no sentence
+        "Mr. Darcy danced only with Miss Bingley that evening.", "Mrs. Bennet was much offended by it all."]
     assert [zh[s:e] for s, e in windows.window_spans(zh)] == [
         "黛玉道：“我吃的是王大夫的药呢。”宝玉听了这话，便不再言语了。是。", "宝玉听了这话，便不再言语了。是。袭人又端了茶来，说天晚了。"]
     assert windows.window_spans("一句话而已，没有句号") == [(0, 10)]
