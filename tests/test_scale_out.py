@@ -151,7 +151,7 @@ def test_a_failed_build_changes_nothing_and_a_rebuild_swaps_for_every_reader(mac
     assert before.search("the grey kitten's name", k=1)
 
 
-def test_the_e5_upgrade_swaps_on_the_server(machines) -> None:
+def test_the_e5_upgrade_swaps_on_the_server(machines, no_gemma) -> None:  # no_gemma: e5 is the target
     home = machines("builder")
     cid, book = new_character(home)
     first = build(cid, [book], name="Elizabeth", lang="en", embedder="use").version
