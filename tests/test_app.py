@@ -334,6 +334,13 @@ def test_unexpected_errors_are_a_sentence_with_the_trace_on_stderr(capsys: pytes
     assert errors.message(ReadError("x.txt is empty; nothing to add."), "reading") == "x.txt is empty; nothing to add."
 
 
+def test_searching_text_names_the_model_and_the_second_look() -> None:
+    assert knowledge.searching_text({"embedder": "use", "searching": ["use", "bm25"]}) == \
+        "Searching with USE (the fast first index)"
+    assert knowledge.searching_text({"embedder": "embeddinggemma", "searching": ["embeddinggemma", "windows"]}) == \
+        "Searching with EmbeddingGemma and a second look"
+
+
 def test_progress_text_and_upgrade_text() -> None:
     assert knowledge.progress_text("embed", 5, 10) == (0.5, "Embedding: 5/10")
     assert knowledge.progress_text("read", 0, 0)[0] == 0.0

@@ -170,6 +170,15 @@ def store_status(character_id: str) -> dict:
     return stats
 
 
+EMBEDDER_NAMES = {"use": "USE (the fast first index)", "e5": "e5", "embeddinggemma": "EmbeddingGemma"}
+
+
+def searching_text(status: dict) -> str:
+    """"Searching with EmbeddingGemma and a second look" (a metric tile cut the model's name short)."""
+    name = EMBEDDER_NAMES.get(status["embedder"], status["embedder"])
+    return f"Searching with {name}" + (" and a second look" if "windows" in status.get("searching", []) else "")
+
+
 def upgrade_text(status: dict) -> str:
     """One line on the background index upgrade."""
     if not status:

@@ -44,12 +44,11 @@ def show(card: Card, flash: Callable[[str, str], None]) -> None:
     if "error" in status:
         st.warning(status["error"])
     else:
-        cols = st.columns(4)
+        cols = st.columns(3)
         cols[0].metric("Books", status["files"])
         cols[1].metric("Passages", f"{status['chunks']:,}")
         cols[2].metric("Characters", f"{status['characters']:,}")
-        cols[3].metric("Search model", status["embedder"])
-        st.caption(f"Built {status['built']} · version {status['version']} · "
+        st.caption(f"{knowledge.searching_text(status)} · built {status['built']} · version {status['version']} · "
                    + knowledge.upgrade_text(status.get("upgrade", {})))
         target = upgrade_target()
         if not status["indexes"].get(target, {}).get("complete") and st.button(
