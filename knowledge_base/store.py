@@ -88,6 +88,10 @@ class DenseIndex:
         return [int(r) for r in order]
 
 
+def _query_vector(query: str, index: DenseIndex) -> np.ndarray:
+    return get_embedder(index.name).embed([query], query=True)[0]
+
+
 def store_root(character_id: str) -> Path:
     return paths().store(safe_id(character_id))
 
@@ -264,8 +268,7 @@ class KnowledgeStore:
     def _dense(self, query: str, n: int, index: DenseIndex | None = None) -> list[int]:
         """Rows of the n nearest chunks in one dense index (default: the active one), exactly."""
         index = index or self._dense_indexes[0]
-        vec = get_embedder(index.name).embed([query], query=True)[0]
-        return index.top(vec, n)
+        return index.top(_query_vector(query, index), n)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """The k passages that best answer ``query``, best first (dense + BM25, rank-fused)."""
@@ -279,7 +282,7 @@ class KnowledgeStore:
             coverage = 0.0
         fused: dict[int, float] = {}
         for index in self._dense_indexes[:1] if alone else self._dense_indexes:
-            vec = get_embedder(index.name).embed([query], query=True)[0]
+            vec = _query_vector(query, index)
             rows = index.top(vec, CANDIDATES)
             if alone and self._windows is not None:
                 rows = self._windows.second_look(vec, index.matrix, rows)

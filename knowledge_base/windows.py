@@ -22,6 +22,7 @@ import numpy as np
 
 from knowledge_base.embedders import Embedder, passage_inputs
 from knowledge_base.vector_cache import VectorCache, embed_with_cache, text_key
+from language import detect_lang
 from sentences import split_sentences
 
 DEPTH = 20  # candidates looked at again (EmbeddingGemma's top 20 held the answer 0.75-0.91 of the time)
@@ -38,8 +39,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         if piece.strip():
             spans.append((start, start + len(piece)))
         start += len(piece)
-    cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in text) * 3 > len(text)
-    shortest = 12 if cjk else 40  # characters: 「是。」 or "Yes, sir." alone say little
+    shortest = 12 if detect_lang(text) == "zh" else 40  # characters: 「是。」 or "Yes, sir." alone say little
     joined: list[tuple[int, int]] = []
     for s, e in spans:
         if joined and len(text[s:e].strip()) < shortest:
@@ -150,7 +150,7 @@ class WindowIndex:
 
     def __init__(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         self._rows = rows  # chunk row of each window, sorted
-        self._vectors = vectors.astype(np.float32)
+        self._vectors = vectors  # float16 as saved (~35 MB for 红楼梦); a candidate's few are cast per search
 
     @classmethod
     def load(cls, version: Path, name: str, row_of: dict[str, int]) -> WindowIndex | None:
@@ -176,7 +176,7 @@ class WindowIndex:
         for row in head:
             own = float(passages[row] @ query)
             lo, hi = np.searchsorted(self._rows, [row, row + 1])
-            best = float((self._vectors[lo:hi] @ query).max()) if hi > lo else own
+            best = float((self._vectors[lo:hi].astype(np.float32) @ query).max()) if hi > lo else own
             scores.append(PASSAGE_WEIGHT * own + (1 - PASSAGE_WEIGHT) * best)
         order = sorted(range(len(head)), key=lambda i: (-scores[i], head[i]))  # ties by position: repeatable
         return [head[i] for i in order] + ranked[DEPTH:]

@@ -105,6 +105,12 @@ def test_a_store_whose_index_ranks_alone_saves_its_windows_carries_them_and_look
         first = store._dense_indexes[0].top(vec, store_module.CANDIDATES)
         again = store._windows.second_look(vec, store._dense_indexes[0].matrix, first)
         assert [store._row[h.chunk_id] for h in store.search(q, k=5)] == again[:5]
+    # And search really goes through it: a second look that reverses the candidates reverses the hits.
+    with monkeypatch.context() as m:
+        m.setattr(store._windows, "second_look", lambda vec, matrix, rows: rows[::-1])
+        vec = emb.embed(["妙玉 梅花上的雪"], query=True)[0]
+        last = store._dense_indexes[0].top(vec, store_module.CANDIDATES)[::-1]
+        assert [store._row[h.chunk_id] for h in store.search("妙玉 梅花上的雪", k=5)] == last[:5]
     # Another book: its chunks get windows, the kept chunks' windows are carried into the new version.
     build("win", [write(tmp_path / "in" / "extra.txt", "第一回 别的\n\n" + "又是一段无关的话。" * 40 + "\n")],
           lang="zh", embedder=name)
