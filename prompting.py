@@ -242,11 +242,12 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],
                 prefill: str, follow_up: bool, lore_before: str = "", lore_after: str = "",
-                memories: Sequence[str] = (), about_reader: bool = False) -> str:
+                memories: Sequence[str] = (), about_reader: bool = False, off_world: bool = False) -> str:
     """This turn's own message: (world info,) (question,) passages, her lines, what the reader told her
     before, the question (, the world info placed right after it: ``@@depth 0``) and a reminder (a card's
     post_history_instructions). ``about_reader``: the reader asks what she remembers of them; the
-    memories answer it, with no passages and the mode's ``memory_reminder``."""
+    memories answer it, with no passages and the mode's ``memory_reminder``. ``off_world``: the question
+    comes from outside her world (persona/strange.py): the mode's ``offworld_reminder``, when it has one."""
     texts = texts_for(card)
     lab = texts["labels"]
     ask = (lab["question"] if mode.cite else lab["chat"]) + "\n" + text
@@ -274,11 +275,24 @@ def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str
     reminder = (follow_up and mode.text(texts, "followup_" + key, card.name)) or mode.text(texts, key, card.name)
     if about_reader:
         reminder = mode.text(texts, "memory_reminder", card.name) or reminder
+    elif off_world:
+        reminder = mode.text(texts, "offworld_reminder", card.name) or reminder
     if mode.card_prompts:
         reminder = with_original(card.post_history_instructions, reminder)
     parts.append("\n".join(p for p in (ask, lore_after, reminder) if p))
     # World info opens the turn's own message: what it adds is new this turn anyway (cards/worldinfo.py).
     return "\n\n".join([lore_before, *parts] if lore_before else parts)
+
+
+REMINDERS = ("reminder", "prefill_reminder", "followup_reminder", "followup_prefill_reminder", "offworld_reminder",
+             "memory_reminder")
+
+
+def reminders(card: Card, mode: Mode) -> list[str]:
+    """Every reminder a turn of this mode may end with, her name filled in: words an answer must not recite
+    (「（访者若说错了书里的事，照实纠正他。）」 was shown to a reader once)."""
+    texts = texts_for(card)
+    return [t for t in (mode.text(texts, key, card.name) for key in REMINDERS) if t]
 
 
 _CHAPTER_NUMBER = re.compile(r"^\s*(第\S{1,8}?回|(?:chapter|book|part|volume)\s+[\w.]+)", re.I)

@@ -15,6 +15,7 @@ CLI: ``python ragchat.py CHARACTER -q QUESTION [-q ...] [--mode reader|roleplay]
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from knowledge_base import excerpts
 from knowledge_base.store import Hit, KnowledgeStore, StoreError
 from llm.common import REPETITION, merge_stop, steering
 from persona.guard import Gate, Rules, trail_off
+from persona.strange import OffWorld
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
 
@@ -78,6 +80,17 @@ class Turn:
     fired: list[int] = field(default_factory=list)  # lorebook entries that fired (some may be in the head)
 
 
+def fallback_line(lines: str | list[str] | None, question: str, start: str = "") -> str:
+    """The line she says when nothing passed the guard: one of her language's few, chosen by the question
+    (the same question, the same line), so a reader asking several strange things does not hear one
+    sentence over and over; one that begins with ``start`` (what is already shown) if any does."""
+    if not lines:
+        return ""
+    options = [lines] if isinstance(lines, str) else [str(x) for x in lines]
+    options = [x for x in options if x.startswith(start)] or options
+    return options[zlib.crc32(question.encode("utf-8")) % len(options)]
+
+
 def turn_tokens(turn: Turn) -> int:
     """What replaying a turn costs in the prompt: its prompt and its answer."""
     return count_tokens(turn.prompt) + count_tokens(turn.answer)
@@ -97,6 +110,7 @@ class PreparedTurn:
     retrieve_ms: float
     lore: list[int] = field(default_factory=list)  # entries written into ``prompt``
     fired: list[dict] = field(default_factory=list)  # every entry that fired (Fired.to_dict), for the page
+    off_world: OffWorld = field(default_factory=OffWorld)  # the question comes from outside her world
 
 
 class Companion:
@@ -323,8 +337,12 @@ class Companion:
         if about_reader and prefill:
             prefill = self.mode.text(prompting.texts_for(self.card), "memory_prefill", self.card.name) or prefill
         world = self._world(text)
+        off = OffWorld() if about_reader else self._off_world(text)
+        if off and prefill:  # she starts by not taking it up (「我竟…」, "I confess…")
+            prefill = self.mode.text(prompting.texts_for(self.card), "offworld_prefill", self.card.name) or prefill
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
-                                       world.before, world.after, memories, about_reader=about_reader)
+                                       world.before, world.after, memories, about_reader=about_reader,
+                                       off_world=bool(off))
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
         tokens = {
             "card": count_tokens(system),
@@ -344,7 +362,7 @@ class Companion:
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
                             "" if hits or about_reader else "no passage matched this question",
                             round((time.perf_counter() - t0) * 1000, 1), world.rendered,
-                            [f.to_dict() for f in world.fired])
+                            [f.to_dict() for f in world.fired], off)
 
     def _world(self, text: str):  # -> cards.worldinfo.TurnInfo
         """This turn's world info: the recent messages (her greeting first) scanned; entries still in the
@@ -421,17 +439,49 @@ class Companion:
         """``guard`` of her language's prompt texts (her own prompts.yaml may replace parts of it)."""
         return prompting.texts_for(self.card).get("guard") or {}
 
-    def _rules(self, text: str, head: str = "") -> Rules:
+    def _era(self) -> bool:
+        """Her world is guarded: in character, and her card says when she lives."""
+        return self.mode.in_character and bool(self.card.era.strip())
+
+    def warm(self) -> None:
+        """Load what her first role-play turn would wait for (persona/strange.py); nothing outside it."""
+        if self._era():
+            from persona import strange
+
+            strange.warm(self.card, tuple(self._guard_words().get("offworld_questions") or ()))
+
+    def _off_world(self, text: str) -> OffWorld:
+        """Whether the question comes from outside her world (persona/strange.py), in character only."""
+        if not self._era():
+            return OffWorld()
+        from persona import strange
+
+        words = self._guard_words()
+        return strange.judge(text, self.lang, tuple(words.get("modern") or ()), strange.book_vocabulary(self.card),
+                             tuple(words.get("offworld_questions") or ()), names=tuple(self.card.names))
+
+    def _rules(self, text: str, head: str = "", off: OffWorld | None = None) -> Rules:
         """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
         era's words, assistant talk and her own name as someone else's in character ("Miss Bennet" may be
-        Jane)."""
+        Jane). A question from outside her world adds its strange words (高铁, Netflix); a book that writes
+        no figures, any figure."""
         words = self._guard_words()
-        era = self.mode.in_character and bool(self.card.era.strip())
+        era = self._era()
         own = self.mode.in_character  # a reader's answer may well restate the question, or name her
-        return Rules(self.lang, text, tuple(words.get("modern") or ()) if era else (),
+        modern = tuple(dict.fromkeys([*(words.get("modern") or ()), *(off.words if off else ())])) if era else ()
+        figures, unknown = True, None
+        if era:
+            from persona.strange import book_vocabulary, unknown_words
+
+            vocab = book_vocabulary(self.card)
+            figures = vocab is None or vocab.figures
+            if off and vocab is not None and vocab.lang == "zh":
+                unknown = unknown_words(vocab, tuple(self.card.names))
+        return Rules(self.lang, text, modern,
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
                      names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
-                     latin=era and self.lang == "zh", tone=self._tone() if own else None)
+                     latin=era and self.lang == "zh", cjk=era and self.lang == "en", figures=figures, unknown=unknown,
+                     tone=self._tone() if own else None)
 
     def _tone(self) -> Callable[[str], bool] | None:
         """Her guard's test of a sentence's meaning against an assistant's (persona/tone.py), or None."""
@@ -447,11 +497,14 @@ class Companion:
         from. An answer that trips the guard before anything of it was shown is regenerated once with other
         dice; one that trips later is continued once from what was shown (or ends there, on a backend that
         cannot continue an answer). If nothing passes, she says the card's language's fallback line."""
-        rules = self._rules(text, str(prepared.messages[0].content))
+        # Her answer recites neither her prompt's head nor a turn's reminder.
+        head = "\n".join([str(prepared.messages[0].content), *prompting.reminders(self.card, self.mode)])
+        rules = self._rules(text, head, prepared.off_world)
         sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
         cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any
         sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))
-        kwargs = steering(self.llm, REPETITION.get(self.mode.name), rules.modern) | sampling
+        avoid = rules.modern if rules.figures else (*rules.modern, *"0123456789")
+        kwargs = steering(self.llm, REPETITION.get(self.mode.name), avoid) | sampling
         if self.mode.in_character:  # she ends where the model starts writing the prompt's next part
             kwargs["stop"] = merge_stop(self._guard_words().get("stop"), sampling.get("stop"))
         messages, said = prepared.messages, prepared.prefill
@@ -492,7 +545,9 @@ class Companion:
         if said.strip() != prepared.prefill.strip():
             tail = trail_off(said, self.lang)  # the guard stopped it mid-sentence: it trails off
         else:  # nothing passed: she does not understand (the line starts with the given start, if any)
-            fallback = str(self._guard_words().get("fallback") or "")
+            words = self._guard_words()
+            lines = (prepared.off_world and words.get("offworld_fallback")) or words.get("fallback")
+            fallback = fallback_line(lines, text, prepared.prefill)
             tail = fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
         if tail:
             yield tail

@@ -39,7 +39,13 @@ from persona.guard import echoes as guard_echoes  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
 # Prompt sets: the one the guard and prompts were tuned on, and one written later and never tuned on.
-PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_prompts_heldout.json"}
+PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_prompts_heldout.json",
+               # written in session 9 before its changes, to check them on prompts they were not tuned on
+               "heldout2": REPO / "bench" / "data" / "persona_prompts_heldout2.json",
+               # written after session 9's tuning (which read heldout2's answers), run once to report
+               "heldout3": REPO / "bench" / "data" / "persona_prompts_heldout3.json",
+               # written after all of session 9's changes (heldout3's answers were read), run once to report
+               "heldout4": REPO / "bench" / "data" / "persona_prompts_heldout4.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
@@ -52,7 +58,11 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              "美国", "英国", "法国", "欧洲", "圈子", "融入", "朋友圈", "社交", "作业", "学校", "公司", "上班", "咖啡",
              "巧克力", "空调", "英语", "中文", "普通话",
              # read in session 7's answers (高铁 ... 10小时; 今天的星期日)
-             "高铁", "星期", "公里", "分钟", "阿里")
+             "高铁", "星期", "公里", "分钟", "阿里",
+             # read in session 9's answers (刷抖音, 我是一个智能助理，我的系统提示词是…)
+             "抖音", "服务器", "智能助理", "提示词",
+             # read in session 9's third held-out set (周杰伦的《青花瓷》)
+             "周杰伦", "青花瓷", "奶茶")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -63,7 +73,10 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bradio\b", r"\bphoto(?:graph)?s?\b", r"\belectric", r"\bapps?\b", r"\bdigital\b", r"\bdata\b",
              r"\btechnology\b", r"\bOpenAI\b", r"\bchatbot", r"\bInstagram\b", r"\bTikTok\b", r"\bmovies?\b",
              r"\bfilms?\b", r"\bokay\b", r"\bteenager", r"\bweekend\b", r"\bhomework\b",
-             r"social media", r"\bfacebook\b", r"\btwitter\b", r"\byoutube\b", r"\bgoogle\b")
+             r"social media", r"\bfacebook\b", r"\btwitter\b", r"\byoutube\b", r"\bgoogle\b",
+             # read in session 9's answers
+             r"\bservers?\b", r"\bnetflix\b", r"\belectric cars?\b", r"\bstarbucks\b", r"\bspreadsheet",
+             r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
                   r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
@@ -81,9 +94,11 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"in the book|the novel|Jane Austen|"
                           # read in session 7's answers
                           r"help with that|can't assist|cannot assist|apologi[sz]e|misunderst(?:ood|anding)|"
-                          r"the answer to \d|capital of France", re.I)
+                          r"the answer to \d|capital of France|"
+                          # read in session 9's answers
+                          r"some confusion|misled you|another approach", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
-AI_TALK_ZH = ("人工智能", "智能体", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
+AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
               "阿里", "通义", "千问", "语言模", "模态", "开发的", "训练", "真正的“人”", "真正的人", "工具人", "实际的智能")
 
@@ -327,7 +342,7 @@ def main() -> int:
     parser.add_argument("--only", choices=("all", "daiyu", "elizabeth"), default="all")
     parser.add_argument("--ids", help="comma-separated prompt indices (a quick look while tuning)")
     parser.add_argument("--prompts", choices=tuple(PROMPT_SETS), default="main",
-                        help="main: bench/data/persona_prompts.json; heldout: prompts never tuned on")
+                        help="main: bench/data/persona_prompts.json; heldout, heldout2-4: written later (docs/persona.md)")
     parser.add_argument("--max-tokens", type=int, default=120, help="answer cap (the mode's own cap may be lower)")
     parser.add_argument("--passages", type=int, help="role-play's first-turn passage tokens (the app's: 120; 260 before session 7)")
     parser.add_argument("--examples", type=int, help="tokens of her lines on a first turn (the app's: 60; 120 before)")

@@ -95,6 +95,8 @@ def main() -> int:
     t0 = time.perf_counter()
     made = sum(Companion(c, mode=m, llm=model, settings=settings).prepare_prefix()
                for c in ("daiyu", "elizabeth") for m in MODES.names())
+    for c in ("daiyu", "elizabeth"):  # as the page's warm-up does: her book's words, before her first question
+        Companion(c, mode="roleplay", llm=model, settings=settings).warm()
     prepare_s = time.perf_counter() - t0
 
     rows: dict[str, list[dict]] = {"first": [], "followup": [], "video_first": [], "video_followup": []}

@@ -77,16 +77,25 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
     return answer.rstrip().endswith(("？", "?")) and said_back >= 0.5
 
 
+@lru_cache(maxsize=4096)
+def _word_pattern(w: str) -> re.Pattern[str]:
+    """How a guarded word is found: a Latin word whole (AI, not "said"), with its plural (aeroplanes) and,
+    when long, without its last letter (with " France" banned while sampling, the model wrote "Franc");
+    a Chinese word as a substring."""
+    if not re.search(r"[A-Za-z]", w):
+        return re.compile(re.escape(w))
+    body = re.escape(w[:-1]) + re.escape(w[-1]) + ("?" if len(w) >= 5 and w.isalpha() else "")
+    return re.compile(rf"(?<![A-Za-z]){body}(?:s|es)?(?![A-Za-z])", 0 if w.isupper() else re.I)
+
+
 def modern_words(text: str, words: Iterable[str]) -> list[str]:
-    """The words of ``words`` in ``text``: whole words for Latin script (AI, not "said"), substrings for Chinese."""
-    found = []
-    for w in words:
-        if re.search(r"[A-Za-z]", w):
-            if re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, 0 if w.isupper() else re.I):
-                found.append(w)
-        elif w in text:
-            found.append(w)
-    return found
+    """The words of ``words`` in ``text`` (as :func:`_word_pattern` finds them)."""
+    return [w for w in words if _word_pattern(w).search(text)]
+
+
+def first_word_at(text: str, words: Iterable[str]) -> int:
+    """Where the first of ``words`` found in ``text`` starts (-1: none)."""
+    return min((m.start() for w in words for m in [_word_pattern(w).search(text)] if m), default=-1)
 
 
 # A script's speaker tag: the answer turns narrator (紫鹃道：“姑娘…” / "…," said Jane.), copying the book's form.
@@ -144,8 +153,13 @@ class Rules:
     names: tuple[str, ...] = ()  # hers: said as someone else's, they break the first person
     head: str = ""  # the prompt's static head: an answer must not recite it
     latin: bool = False  # a Chinese character of another era writes no Latin word (the model's "语言 modelo")
+    figures: bool = True  # False: her book writes no numbers in figures (10小时, 17 × 23 = 391), nor does she
+    cjk: bool = False  # an English character of another era writes no Chinese (Starbucks as "from星巴克")
     # A whole sentence -> True when it sounds like an assistant's (persona/tone.py); None: words only.
     tone: Callable[[str], bool] | None = None
+    # Text -> the words in it her book never writes (persona/strange.py), on a question from outside her
+    # world: the model reaches for 高速列车 when 高铁 is barred. None: not checked.
+    unknown: Callable[[str], list[str]] | None = None
 
 
 def _ends(text: str) -> list[int]:
@@ -218,8 +232,10 @@ class Gate:
         starts = [0, *[e for e in _ends(self.pending[:upto]) if e < upto]]
         for a, b in zip(starts, [*starts[1:], upto], strict=True):
             sentence = self.pending[a:b]
-            if a == 0 and not self.shown:
-                sentence = self.before + sentence  # the answer's given start (我 / I) begins it
+            if a == 0 and not self.shown and not self.continuing:
+                # The answer's given start (我 / I) begins it; an answer being continued ends on a whole
+                # sentence, and joined to it a new assistant's sentence went unjudged ("…request. Let's try…").
+                sentence = self.before + sentence
             key = sentence.strip()
             if key and key not in self._toned:
                 self._toned[key] = self.rules.tone(key)
@@ -267,11 +283,22 @@ class Gate:
         fresh = seen + self.pending  # the words already shown were checked when they came
         old = modern_words(fresh, r.modern)
         if old:
-            at = min(m.start() for w in old for m in [re.search(re.escape(w), fresh, re.I)] if m)
-            return "modern: " + ", ".join(old), at - len(seen)
+            return "modern: " + ", ".join(old), first_word_at(fresh, old) - len(seen)
         latin = re.search(r"[A-Za-z]", fresh) if r.latin else None  # x² - 5x + 6 = 0 too
         if latin:
             return "modern: Latin script", latin.start() - len(seen)
+        cjk = re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", fresh) if r.cjk else None
+        if cjk:
+            return "modern: foreign script", cjk.start() - len(seen)
+        figure = None if r.figures else re.search(r"\d", fresh)
+        if figure:
+            return "modern: figures", figure.start() - len(seen)
+        # The last few characters may be half a word (列 of 列车), unless a sentence ends there: a whole
+        # sentence is about to be shown.
+        upto = len(fresh) if final else max([len(fresh) - 3, *_ends(fresh)])
+        strange = r.unknown(fresh[:upto]) if r.unknown else []
+        if strange:
+            return "strange: " + ", ".join(strange), fresh.find(strange[0]) - len(seen)
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))

@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 import llm
 import prompting
-from bench.persona_bench import find_loop, judge
+from bench.persona_bench import PROMPT_SETS, find_loop, judge
 from characters import load_card
 from llm.common import REPETITION, Repetition, steering
 from persona import guard, scenes
@@ -82,6 +82,12 @@ def test_the_prompt_sets_are_a_third_adversarial_and_well_formed() -> None:
         assert {"ai", "code", "modern", "third", "wrong"} <= set(kinds)
         for x in items:
             assert all(e == e.lower() for e in x.get("expect", [])) or character == "daiyu"
+    for later in ("heldout", "heldout2", "heldout3", "heldout4"):  # the sets written after tuning: well formed, a third adversarial
+        data = json.loads(PROMPT_SETS[later].read_text("utf-8"))
+        for character in ("daiyu", "elizabeth"):
+            kinds = [x["kind"] for x in data[character]]
+            assert len(kinds) >= 12 and sum(k != "ordinary" for k in kinds) >= len(kinds) / 3
+            assert {"ai", "code", "modern", "jailbreak"} <= set(kinds)
 
 
 # ------------------------------------------------------------------------- the guard
@@ -383,8 +389,9 @@ def test_when_both_tries_trip_she_says_she_does_not_understand(en_store) -> None
     fake = FakeScriptedChat(replies=[" am not an AI language model."], calls=[])
     bot = Companion(en_store, mode="roleplay", llm=fake)
     done = bot.ask("Are you an AI language model?")
-    fallback = prompting.texts_for(bot.card)["guard"]["fallback"]
-    assert done.answer == fallback and len(bot.last_guard) == 2 and "AI" not in done.answer
+    fallbacks = prompting.texts_for(bot.card)["guard"]["offworld_fallback"]  # an AI question is off-world
+    assert done.answer in fallbacks and len(bot.last_guard) == 2 and "AI" not in done.answer
+    assert done.answer == bot.ask("Are you an AI language model?").answer  # the same question, the same line
 
 
 # ----------------------------------------------------------------- the packaged model

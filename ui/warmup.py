@@ -37,6 +37,8 @@ def _work(state: Warmup, key: tuple, card: Card, settings: Settings, gen_lock: t
                 state.status[key] = f"preparing {card.name}'s first answer ({mode})"
                 with gen_lock:  # one slot: never save a state while another tab is answering
                     Companion(card, mode=mode, llm=model, settings=settings).prepare_prefix()
+        state.status[key] = f"reading {card.name}'s book for the words of her world"
+        Companion(card, mode="roleplay", llm=model, settings=settings).warm()
         state.status[key] = ""
     except Exception as exc:  # shown as a sentence; the first question then reports it properly
         state.errors[key] = str(exc)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from knowledge_base.mined import per_version
 from registry import Registry
 
 log = logging.getLogger("voice")
@@ -170,50 +170,6 @@ def _en_terms(texts: list[str]) -> list[tuple[str, int]]:
     return sorted(out, key=lambda t: -t[1])
 
 
-_mined_cache: dict[str, Any] = {}
-_mined_lock = threading.Lock()
-
-
-def _version_of(store: Any, character_id: str) -> tuple[Path | None, list[str] | None]:
-    """The store version folder and its chunk texts if already in memory (a KnowledgeStore)."""
-    from knowledge_base.store import current_version, store_root
-
-    if store is None:
-        try:
-            return current_version(store_root(character_id)), None
-        except ValueError:  # an id that is not a folder name: no store
-            return None, None
-    if isinstance(store, (str, Path)):
-        path = Path(store)
-        return (path if (path / "manifest.json").is_file() else current_version(path)), None
-    chunks = getattr(store, "chunks", None)
-    return getattr(store, "version", None), [c["text"] for c in chunks] if chunks else None
-
-
-def _per_version(kind: str, card: Any, store: Any, mine: Any, empty: Any) -> Any:
-    """``mine(chunk texts)`` for the card's store version, computed once per version; ``empty`` when
-    there is no store (no book yet) or it cannot be read (being replaced or damaged)."""
-    version, texts = _version_of(store, card.id)
-    if version is None:
-        return empty
-    key = f"{kind}|{version.resolve()}|{card.lang}"
-    with _mined_lock:
-        if key in _mined_cache:
-            return _mined_cache[key]
-    try:
-        if texts is None:
-            from knowledge_base.store import read_chunks
-
-            texts = [c["text"] for c in read_chunks(version)]
-        found = mine(texts)
-    except (OSError, ValueError) as exc:  # a store being replaced or damaged: listen without it
-        log.warning("no %s from %s (%s)", kind, version, exc)
-        return empty
-    with _mined_lock:
-        _mined_cache[key] = found
-    return found
-
-
 def book_terms(card: Any, store: Any = None) -> list[str]:
     """The book's most frequent proper nouns, her own names left out; computed once per store version.
 
@@ -226,7 +182,7 @@ def book_terms(card: Any, store: Any = None) -> list[str]:
         mined = TERM_MINERS.create(card.lang, texts=texts) if card.lang in TERM_MINERS else []
         return [t for t, _ in mined if not any(t in n or n in t for n in own)][:BOOK_TERMS]
 
-    return _per_version("proper nouns", card, store, mine, [])
+    return per_version("proper nouns", card, store, mine, [])
 
 
 def book_words(card: Any, store: Any = None) -> Any:
@@ -237,7 +193,7 @@ def book_words(card: Any, store: Any = None) -> Any:
     from voice.correction import BookWords
 
     names = [*_her_names(card), *book_terms(card, store)]
-    return _per_version("words", card, store, lambda texts: BookWords.mine(texts, names), None)
+    return per_version("words", card, store, lambda texts: BookWords.mine(texts, names), None)
 
 
 # ---------------------------------------------------------------------------- the context
