@@ -6,8 +6,8 @@ background and reads how it goes from the log it writes.
     job.start("daiyu")         # extract her lines from her texts, then train a LoRA (QLoRA with bitsandbytes)
     job.status("daiyu")        # {"running": True, "last": "train: 40%|...", "live": "v-...", ...}
 
-One run per character at a time (a lock file holds the process id); the log and the run's record
-live beside her adapters, in ``checkpoints/adapters/<id>/``.
+One run per character at a time (the run holds an flock, locks.py; a record holds its process id); the
+log and the run's record live beside her adapters, in ``checkpoints/adapters/<id>/``.
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import locks
 from finetune.train import adapter_dir
 
 LOG = "train.log"
 RUN = "run.json"
+LOCK = "train.lock"  # held by the running training process (locks.py)
 REPO = Path(__file__).resolve().parent.parent
 GPU_STEPS = 300  # on a GPU a few hundred steps take minutes; the CLI's default of 60 is for a CPU try
 
@@ -76,16 +78,25 @@ def start(character_id: str, steps: int = GPU_STEPS, extra: list[str] | None = N
     """Start her training in the background; its process id. Raises JobError when one is running."""
     from knowledge_base.builder import book_files
 
+    busy = JobError("Her voice is already being trained; wait for that run to end.")
     if running(character_id):
-        raise JobError("Her voice is already being trained; wait for that run to end.")
+        raise busy
     if not book_files(character_id):
         raise JobError("She has no book yet; add one on the Knowledge page first.")
     folder = adapter_dir(character_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "finetune", "voice", character_id, "--steps", str(steps), *(extra or [])]
-    with (folder / LOG).open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # a page reload or closed tab does not stop it
+    fd = locks.claim(folder / LOCK)  # two tabs clicking at once: one starts, the other is told
+    if fd is None:
+        raise busy
+    try:
+        if running(character_id):  # it started between the check above and the lock
+            raise busy
+        cmd = [sys.executable, "-m", "finetune", "voice", character_id, "--steps", str(steps), *(extra or [])]
+        with (folder / LOG).open("w", encoding="utf-8") as log:
+            # The run holds the lock for its life; a page reload or closed tab does not stop it.
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, pass_fds=(fd,))
+    finally:
+        os.close(fd)
     tmp = folder / (RUN + ".tmp")
     tmp.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "command": cmd}), encoding="utf-8")
     tmp.replace(folder / RUN)

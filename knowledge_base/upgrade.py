@@ -9,13 +9,13 @@ a pid whose process is gone (or is another program now) is stale and reported as
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+import locks
 from characters import safe_id
 from knowledge_base import windows
 from knowledge_base.embedders import get_embedder
@@ -52,15 +52,7 @@ PID_FILE = "upgrade.pid"
 def claim(character_id: str) -> int | None:
     """Take the character's upgrade lock without waiting: the open descriptor that holds it, or None
     when another process holds it. Keep the descriptor open (or pass it to a child) for the upgrade's life."""
-    root = store_root(safe_id(character_id))
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    return locks.claim(store_root(safe_id(character_id)) / LOCK_FILE)
 
 
 def record_pid(character_id: str, pid: int) -> None:

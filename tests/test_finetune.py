@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -238,6 +239,28 @@ def test_the_pages_button_extracts_and_trains_her_voice_in_the_background(tmp_pa
     assert {"before", "after"} <= set(now["eval"]) and "held-out loss" in log and "lines of hers" in log
     ok, why = job.can_train()
     assert ok or "CUDA GPU" in why  # on a machine without one the page says why, and the CLI stays
+
+
+def test_two_tabs_starting_her_training_at_once_start_one_run(tmp_path: Path):
+    import dataclasses
+
+    import locks
+    from characters import create_character, save_card, texts_dir
+    from finetune import job
+    from finetune.train import adapter_dir
+
+    save_card(dataclasses.replace(create_character("lin", name="林黛玉"), aliases=["黛玉"]))
+    texts_dir("lin").mkdir(parents=True, exist_ok=True)
+    (texts_dir("lin") / "hong.txt").write_text(HONGLOU, encoding="utf-8")
+    held = locks.claim(adapter_dir("lin") / job.LOCK)  # the other tab's run, not yet on record
+    assert held is not None and not job.running("lin")
+    try:
+        with pytest.raises(job.JobError, match="already being trained"):
+            job.start("lin")
+        assert locks.claim(adapter_dir("lin") / job.LOCK) is None  # still held, by the other run only
+    finally:
+        os.close(held)
+    assert not (adapter_dir("lin") / job.LOG).exists()  # nothing of the other run's log was touched
 
 
 def test_the_voice_command_without_texts_says_what_to_do(tmp_path: Path):
