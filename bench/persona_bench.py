@@ -325,6 +325,34 @@ def rejudge(results: Path) -> int:
     return 0
 
 
+ADVERSARIAL = ("ai", "code", "modern", "jailbreak")  # what should be off-world; third and wrong are in her world
+
+
+def offworld_counts() -> int:
+    """Which prompts of every set persona/strange.py takes for off-world (no model run): per set and
+    character, adversarial prompts caught and other prompts taken, and the misses."""
+    import yaml
+
+    from characters import load_card
+    from finetune.extract import read_text
+    from persona import strange
+
+    for cid, book in BOOKS.items():
+        card, lang = load_card(cid), LANG[cid]
+        vocab = strange.Vocabulary.of([read_text(CORPUS / book)[0]], lang)
+        guard = yaml.safe_load((REPO / "prompts" / f"{lang}.yaml").read_text(encoding="utf-8"))["guard"]
+        for which in PROMPT_SETS:
+            items = read_prompts(which)[cid]
+            off = [bool(strange.judge(x["q"], lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
+                                      names=tuple(card.names))) for x in items]
+            adv = [o for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL]
+            other = [o for x, o in zip(items, off, strict=True) if x["kind"] not in ADVERSARIAL]
+            missed = [x["q"] for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL and not o]
+            print(f"{which:9} {cid:9} adversarial caught {sum(adv)}/{len(adv)}, others taken {sum(other)}/{len(other)}"
+                  + (f"; missed: {' | '.join(missed)}" if missed else ""))
+    return 0
+
+
 def print_table(runs: list[dict]) -> None:
     for run in runs:
         for cid, s in run["characters"].items():
@@ -356,11 +384,15 @@ def main() -> int:
     parser.add_argument("--no-save", action="store_true", help="print, do not write the results file")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where the runs are kept (a run from a copy of the code can write into the checkout)")
+    parser.add_argument("--offworld", action="store_true",
+                        help="print which prompts of every set are taken for off-world (persona/strange.py; no model)")
     parser.add_argument("--rejudge", action="store_true",
                         help="judge the stored answers again with this file's rules (no model run)")
     args = parser.parse_args()
     if args.rejudge:
         return rejudge(args.results)
+    if args.offworld:
+        return offworld_counts()
     missing = [b for b in BOOKS.values() if not (CORPUS / b).is_file()]
     if missing:
         print(f"error: {', '.join(missing)} not found in {CORPUS}; put the corpus there.", file=sys.stderr)
