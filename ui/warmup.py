@@ -1,6 +1,7 @@
 """Load the chat model and her prompt heads while the page starts, not on the first question."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -8,6 +9,8 @@ import streamlit as st
 
 from characters import Card
 from settings import Settings
+
+log = logging.getLogger("zhiyin.app")
 
 
 @dataclass
@@ -43,6 +46,13 @@ def _work(state: Warmup, key: tuple, card: Card, settings: Settings, gen_lock: t
     except Exception as exc:  # shown as a sentence; the first question then reports it properly
         state.errors[key] = str(exc)
         state.status[key] = ""
+        return
+    try:  # after "ready": a typed question needs none of it; the microphone's first would wait ~7 s
+        from voice import priming
+
+        priming.warm(card)
+    except Exception as exc:  # the microphone mines it again when first used, and reports a failure there
+        log.warning("the microphone's book words were not prepared: %s", exc)
 
 
 def warm_up(card: Card, settings: Settings, gen_lock: threading.Lock) -> str:

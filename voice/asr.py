@@ -100,7 +100,10 @@ class FasterWhisperEngine(ASREngine):
     """faster-whisper (CTranslate2, int8) over the packaged Whisper base."""
 
     name = "faster-whisper"
-    beam_size = 1  # beam 5 heard about as well as a longer prompt, 18% slower (docs/voice.md)
+    beam_size = 0  # 0: by language (BEAMS); bench/asr_bench.py sets one to compare
+    # Beam 5 heard Chinese better on every set once the book's model re-reads it (0.081 -> 0.061 on the
+    # name-dense sentences), ~25% slower; English primed got worse (WER 0.122 -> 0.133) and stays greedy.
+    BEAMS = {"zh": 5}
 
     def __init__(self, model: str | Path | None = None) -> None:
         try:
@@ -125,7 +128,7 @@ class FasterWhisperEngine(ASREngine):
         language = None if lang == "auto" else lang
         with self._lock:
             segments, info = self.model.transcribe(
-                audio, language=language, beam_size=self.beam_size,
+                audio, language=language, beam_size=self.beam_size or self.BEAMS.get(language or "", 1),
                 # The context goes in the prompt, not in `hotwords`: faster-whisper puts hotwords in the
                 # same place (after <|startofprev|>), and both measured the same (docs/voice.md).
                 initial_prompt=self.prompt_tokens(language, context),

@@ -98,6 +98,7 @@ class BookWords:
     by_sound: dict[tuple[str, ...], list[tuple[str, int]]]  # toneless syllables -> [(word, count)]
     text: str  # the book's Chinese, to ask how often it writes a stretch
     names: tuple[str, ...] = ()  # kept whole when the transcript is cut into words
+    lm: Any = None  # voice.booklm.BookLM: the third pass, characters re-read with the book's model
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -111,7 +112,10 @@ class BookWords:
         for w, c in grams.items():
             if c >= BOOK_WORD_MIN and known.get(w, 0) > 0:
                 by_sound.setdefault(_raw_sounds(w), []).append((w, c))
-        return cls(by_sound, "\n".join(runs), tuple(dict.fromkeys(n for n in names if n)))
+        from voice.booklm import BookLM
+
+        text = "\n".join(runs)
+        return cls(by_sound, text, tuple(dict.fromkeys(n for n in names if n)), BookLM.mine(text))
 
     @cached_property
     def _segmenter(self) -> Any:
@@ -121,12 +125,16 @@ class BookWords:
         return _jieba_with(self.names)
 
     def fix(self, text: str, terms: Iterable[str] = ()) -> str:
-        """``text`` with its non-words that sound like one of the book's words replaced by that word;
-        ``terms`` (the names just put back) are left alone."""
+        """``text`` with its non-words that sound like one of the book's words replaced by that word,
+        then re-read with the book's model (:mod:`voice.booklm`); ``terms`` (the names just put back)
+        are left alone."""
         terms = [t for t in terms if len(t) >= 2]
         out, last = [], 0
         for run in _CJK_RUN.finditer(text):
-            out += [text[last:run.start()], self._fix_run(run.group(), terms)]
+            fixed = self._fix_run(run.group(), terms)
+            if self.lm is not None:
+                fixed = self.lm.fix_run(fixed, _marks(fixed, terms))
+            out += [text[last:run.start()], fixed]
             last = run.end()
         return "".join([*out, text[last:]])
 
@@ -143,9 +151,7 @@ class BookWords:
             if len(p) > 1 and (self._segmenter.FREQ.get(p, 0) > 0 or self.text.count(p) >= NEVER):
                 solid[i:i + len(p)] = [True] * len(p)
             i += len(p)
-        for t in terms:
-            for m in re.finditer(re.escape(t), run):
-                solid[m.start():m.end()] = [True] * len(t)
+        solid = [a or b for a, b in zip(solid, _marks(run, terms), strict=True)]
         chars = list(run)
         raw, tones = _raw_sounds(run), _tones(run)
         for n in (4, 3, 2):
@@ -163,6 +169,15 @@ class BookWords:
                 chars[i:i + n] = list(best[0])
                 solid[i:i + n] = [True] * n
         return "".join(chars)
+
+
+def _marks(run: str, terms: list[str]) -> list[bool]:
+    """Which characters of ``run`` belong to one of ``terms``."""
+    marks = [False] * len(run)
+    for t in terms:
+        for m in re.finditer(re.escape(t), run):
+            marks[m.start():m.end()] = [True] * len(t)
+    return marks
 
 
 def _correct_zh(text: str, terms: list[str]) -> str:

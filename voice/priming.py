@@ -12,7 +12,8 @@ of it is one less for the answer in the 448-token decoding window).
 
 ``priming_context`` gives the prompt alone, for ``voice.transcribe(audio, lang, context=...)``; after
 recognition, homophones of the names are put back (voice/correction.py, ``listening_names``), then
-non-words that sound like the book's own words (``book_words``).
+non-words that sound like the book's own words, and the whole transcript re-read with a model of the
+book (``book_words``; voice/booklm.py). ``warm`` mines all of it before the first spoken question.
 """
 from __future__ import annotations
 
@@ -274,6 +275,12 @@ def listening_names(card: Any, store: Any = None, last_turn: str = "") -> list[s
     林黛玉), the book's (more than the prompt holds: correction costs no prompt tokens), then the
     last turn's words."""
     return list(dict.fromkeys([*_her_names(card), *book_terms(card, store), *_turn_words(last_turn, card.lang)]))
+
+
+def warm(card: Any, store: Any = None) -> None:
+    """Mine what the first spoken question would wait for (~7 s for 红楼梦 on 2 cores, once per store version)."""
+    book_terms(card, store)
+    book_words(card, store)
 
 
 def listen(audio: str | Path | bytes, card: Any, last_turn: str = "", store: Any = None,
