@@ -217,6 +217,9 @@ def test_homophones_of_the_contexts_names_become_the_names():
     assert correct("平儿去了。", terms, "zh") == "平儿去了。"
     assert correct("平而去了。", terms, "zh") == "平儿去了。"
     assert correct("今天天气很好。", terms, "zh") == "今天天气很好。"
+    # A name one syllable off is not put over a common word: 整一年 is folded one syllable from 赵姨娘.
+    assert correct("画了整整一年。", ["赵姨娘"], "zh") == "画了整整一年。"
+    assert correct("乡乡馆里很静。", ["潇湘馆"], "zh") == "潇湘馆里很静。"
     assert correct("Mr. Collins proposed at Longborn to the gardeners.", ["Longbourn", "Gardiners"], "en") == \
         "Mr. Collins proposed at Longbourn to the gardeners."
 

@@ -205,6 +205,20 @@ def _alike(name: tuple[str, ...], heard: tuple[str, ...]) -> bool:
     return len(off) == 1 and off[0][0][0] == off[0][1][0]
 
 
+COMMON_WORD = 1000  # jieba's count: 一年 7966, 相信 6789; 乡乡 7 (heard for 潇湘)
+
+
+def _common_word_at(piece: str, name: tuple[str, ...], heard: tuple[str, ...]) -> bool:
+    """Whether a syllable a near name would change is part of a common word as heard: 整一年 is not
+    赵姨娘, though folded it is one syllable from it (zheng/zhao; nian/niang fold together)."""
+    from knowledge_base.keywords import _base_jieba
+
+    freq = _base_jieba().FREQ
+    offs = [k for k, (a, b) in enumerate(zip(name, heard, strict=True)) if a != b]
+    return any((freq.get(piece[k:k + 2]) or 0) >= COMMON_WORD
+               for off in offs for k in (off - 1, off) if 0 <= k < len(piece) - 1)
+
+
 def _fix_run(run: str, names: list[str]) -> str:
     """Longest stretches first, left to right: a stretch that already is a name stays (平儿 is not 颦儿,
     though they sound alike once in/ing are folded); else the name that sounds like it, the one with the
@@ -224,7 +238,8 @@ def _fix_run(run: str, names: list[str]) -> str:
             if piece in known:
                 fixed[i:i + n] = [True] * n
                 continue
-            cands = [x for x in group if _alike(_sounds(x), folded[i:i + n])]
+            cands = [x for x in group if _alike(_sounds(x), folded[i:i + n])
+                     and (_sounds(x) == folded[i:i + n] or not _common_word_at(piece, _raw_sounds(x), exact[i:i + n]))]
             if not cands:
                 continue
             best = max(cands, key=lambda x: (sum(a == b for a, b in zip(_raw_sounds(x), exact[i:i + n], strict=False)),
