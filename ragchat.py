@@ -315,11 +315,11 @@ class Companion:
         memories = list(self.memory.recall(text, budget=budget, follow_up=follow_up, replayed=replayed))
         return memories, asked and bool(memories)
 
-    def _prefill(self) -> str:
-        """The answer's given start in this mode, if the settings and the backend allow one."""
+    def _prefill(self, key: str = "prefill") -> str:
+        """The answer's given start in this mode (``key``: which one), if the settings and the backend allow one."""
         if not (self.settings.roleplay_prefill and getattr(self.llm, "supports_prefill", False)):
             return ""
-        return prompting.prefill_text(self.card, self.mode)
+        return self.mode.text(prompting.texts_for(self.card), key, self.card.name)
 
     def prepare(self, text: str, callbacks: Callbacks = None) -> PreparedTurn:
         """Retrieve and build this turn's messages (ending with the answer's start when there is one)."""
@@ -335,11 +335,11 @@ class Companion:
         summary = self._summary()
         prefill = self._prefill()
         if about_reader and prefill:
-            prefill = self.mode.text(prompting.texts_for(self.card), "memory_prefill", self.card.name) or prefill
+            prefill = self._prefill("memory_prefill") or prefill
         world = self._world(text)
         off = OffWorld() if about_reader else self._off_world(text)
-        if off and prefill:  # she starts by not taking it up (「我竟…」, "I confess…")
-            prefill = self.mode.text(prompting.texts_for(self.card), "offworld_prefill", self.card.name) or prefill
+        if off:  # she starts by not taking it up (「我竟…」, "I confess…"); a reader hears the book is silent
+            prefill = self._prefill("offworld_prefill") or prefill
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
                                        world.before, world.after, memories, about_reader=about_reader,
                                        off_world=bool(off))
@@ -443,22 +443,29 @@ class Companion:
         """Her world is guarded: in character, and her card says when she lives."""
         return self.mode.in_character and bool(self.card.era.strip())
 
+    def _judges_world(self) -> bool:
+        """Questions are told off-world (persona/strange.py): her card says when she lives, and this mode is
+        in character or says what to do then (a reader asking about 高铁 hears the book does not tell of it)."""
+        texts = prompting.texts_for(self.card)
+        return bool(self.card.era.strip()) and (self.mode.in_character or bool(self.mode.text(texts, "offworld_reminder", "")))
+
     def warm(self) -> None:
-        """Load what her first role-play turn would wait for (persona/strange.py); nothing outside it."""
-        if self._era():
+        """Load what her first turn would wait for (persona/strange.py); nothing when no world is judged."""
+        if self._judges_world():
             from persona import strange
 
             strange.warm(self.card, tuple(self._guard_words().get("offworld_questions") or ()))
 
     def _off_world(self, text: str) -> OffWorld:
-        """Whether the question comes from outside her world (persona/strange.py), in character only."""
-        if not self._era():
+        """Whether the question comes from outside her world (persona/strange.py)."""
+        if not self._judges_world():
             return OffWorld()
         from persona import strange
 
         words = self._guard_words()
         return strange.judge(text, self.lang, tuple(words.get("modern") or ()), strange.book_vocabulary(self.card),
-                             tuple(words.get("offworld_questions") or ()), names=tuple(self.card.names))
+                             tuple(words.get("offworld_questions") or ()), names=tuple(self.card.names),
+                             things_only=not self.mode.in_character)
 
     def _rules(self, text: str, head: str = "", off: OffWorld | None = None) -> Rules:
         """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
@@ -532,6 +539,8 @@ class Companion:
             if out:
                 said += out
                 yield out
+            if not gate.reason and prepared.prefill and not said[len(prepared.prefill):].strip():
+                gate.reason = "empty: nothing after the given start"  # 「书里没有写到」 alone was shown once
             if not gate.reason:
                 return
             self.last_guard.append(gate.reason)
@@ -546,7 +555,8 @@ class Companion:
             tail = trail_off(said, self.lang)  # the guard stopped it mid-sentence: it trails off
         else:  # nothing passed: she does not understand (the line starts with the given start, if any)
             words = self._guard_words()
-            lines = (prepared.off_world and words.get("offworld_fallback")) or words.get("fallback")
+            own = prepared.off_world and self.mode.text(prompting.texts_for(self.card), "offworld_fallback", self.card.name)
+            lines = own or (prepared.off_world and words.get("offworld_fallback")) or words.get("fallback")
             fallback = fallback_line(lines, text, prepared.prefill)
             tail = fallback[len(prepared.prefill):] if fallback.startswith(prepared.prefill) else fallback
         if tail:

@@ -350,7 +350,22 @@ def offworld_counts() -> int:
             missed = [x["q"] for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL and not o]
             print(f"{which:9} {cid:9} adversarial caught {sum(adv)}/{len(adv)}, others taken {sum(other)}/{len(other)}"
                   + (f"; missed: {' | '.join(missed)}" if missed else ""))
+        # Reader mode judges its questions too: a question about the book must never be taken for off-world.
+        asked = [x["q"] for x in _book_questions(cid)]
+        taken = [q for q in asked if strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
+                                                   names=tuple(card.names), things_only=True)]
+        print(f"{'reader':9} {cid:9} book questions taken for off-world {len(taken)}/{len(asked)}"
+              + (f": {' | '.join(taken)}" if taken else ""))
     return 0
+
+
+def _book_questions(cid: str) -> list[dict]:
+    """The benches' questions about her book: reader accuracy's and retrieval's (ours and held out)."""
+    book = {"daiyu": "hongloumeng", "elizabeth": "pride_and_prejudice"}[cid]
+    out = json.loads((REPO / "bench" / "data" / "chat_questions.json").read_text(encoding="utf-8")).get(cid, [])
+    for name in ("retrieval_questions.json", "retrieval_questions_heldout.json"):
+        out = out + json.loads((REPO / "bench" / "data" / name).read_text(encoding="utf-8"))[book]
+    return out
 
 
 def print_table(runs: list[dict]) -> None:

@@ -152,10 +152,37 @@ def test_warming_up_mines_her_books_words_before_the_first_question(zh_store, mo
     mined = []
     monkeypatch.setattr(strange, "book_vocabulary", lambda card, store=None: mined.append(card.id))
     strange._segmenter.cache_clear()
-    Companion(zh_store, mode="reader", llm=FakeScriptedChat(replies=["x"], calls=[])).warm()
-    assert mined == [] and strange._segmenter.cache_info().currsize == 0  # reader mode guards no world
     Companion(zh_store, mode="roleplay", llm=FakeScriptedChat(replies=["x"], calls=[])).warm()
     assert mined == ["daiyu"] and strange._segmenter.cache_info().currsize == 1
+    Companion(zh_store, mode="reader", llm=FakeScriptedChat(replies=["x"], calls=[])).warm()
+    assert mined == ["daiyu", "daiyu"]  # a reader's questions are judged too (the mined words are shared)
+
+
+def test_a_reader_asking_about_what_her_book_never_writes_hears_it_does_not(zh_store, monkeypatch) -> None:  # noqa: F811
+    # Reader mode answered 「我坐过高铁。（见第十九回）」 before: a fact and a chapter made up.
+    monkeypatch.setattr(strange, "book_vocabulary", lambda card, store=None: strange.Vocabulary.of([ZH_BOOK], "zh"))
+    fake = FakeScriptedChat(replies=["这件事。", "紫鹃端了药来。（见第一回）"], calls=[])
+    bot = Companion(zh_store, mode="reader", llm=fake)
+    texts = prompting.texts_for(bot.card)["modes"]["reader"]
+    done = bot.ask("你坐过高铁吗？从北京到上海要多久？")
+    assert texts["offworld_reminder"] in fake.calls[0]["messages"][-2].content
+    assert done.answer == texts["offworld_prefill"] + "这件事。"  # the given start: the book is silent
+    ordinary = bot.ask("紫鹃端了什么来？")
+    assert texts["offworld_reminder"] not in fake.calls[1]["messages"][-2].content
+    assert ordinary.answer == "紫鹃端了药来。（见第一回）"
+
+
+def test_an_answer_that_stops_at_its_given_start_is_asked_again_then_ends_in_a_line(zh_store, monkeypatch) -> None:  # noqa: F811
+    # The real model once stopped right after 「书里没有写到」: the reader saw half a sentence.
+    monkeypatch.setattr(strange, "book_vocabulary", lambda card, store=None: strange.Vocabulary.of([ZH_BOOK], "zh"))
+    texts = None
+    for replies, want in ((["", "这件事。"], "书里没有写到这件事。"), (["", ""], "书里没有写到这一点。")):
+        fake = FakeScriptedChat(replies=replies, calls=[])
+        bot = Companion(zh_store, mode="reader", llm=fake)
+        texts = texts or prompting.texts_for(bot.card)["modes"]["reader"]
+        assert bot.ask("你坐过高铁吗？").answer == want and len(fake.calls) == 2
+        assert bot.last_guard[0].startswith("empty")
+    assert texts["offworld_fallback"] == "书里没有写到这一点。"
 
 
 def test_names_and_many_strange_words_make_a_question_off_world(zh_vocab, en_vocab) -> None:
