@@ -54,6 +54,10 @@ class Budget:
     # follow-up read ~160 new tokens, 3.1-4.1 s to its first word on 2 idle cores (bench/results/turn.json).
     followup_passages: int = 48
     passage: int = 260  # one passage's most
+    # An excerpt mode's first turn keeps its best passage whole up to this, then excerpts the rest: with
+    # 340 tokens it put the evidence in the prompt as often as excerpts alone or more on 8 question sets
+    # (USE and EmbeddingGemma stores), more on 5 of them (docs/ragchat.md, "The best passage whole").
+    lead: int = 200
     examples: int = 60  # her own lines on the question (from the passages and the whole book): short ones
     followup_examples: int = 40  # a line on a follow-up, for a mode that shows one there (role-play no longer does)
     history: int = 1400  # earlier turns kept verbatim; the oldest are dropped first

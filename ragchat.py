@@ -39,6 +39,20 @@ from persona.strange import OffWorld
 from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages  # noqa: F401 (public names)
 from settings import Settings, load_settings
 
+MIN_EXCERPTS = 20  # tokens left after the best passage below which no excerpt is worth its "…"
+
+
+def lead_and_excerpts(question: str, hits: list[Hit], budget: int, per_passage: int, lead: int, lang: str,
+                      store: KnowledgeStore) -> list[tuple[Hit, str]]:
+    """The best passage whole up to ``lead`` tokens (0: none), then sentence excerpts of the rest
+    (knowledge_base/excerpts.py) within what is left of ``budget``."""
+    lead = min(budget, lead, per_passage)
+    first = whole_passages(hits[:1], lead, lead, lang) if lead else []
+    left = budget - sum(count_tokens(body) for _, body in first)
+    picked = excerpts.select(question, hits[len(first):], left, per_passage, count_tokens, store.idf, lang,
+                             tokenize=store.tokenize) if left >= MIN_EXCERPTS else []
+    return first + [(e.hit, e.text) for e in picked]
+
 
 class ChatError(RuntimeError):
     """Something the user can fix (no store, no model); the message says how."""
@@ -244,10 +258,8 @@ class Companion:
         if not fresh:
             return []
         if self.mode.excerpts:
-            store = self.store
-            picked = excerpts.select(text, fresh, budget, self.budget.passage, count_tokens, store.idf, self.lang,
-                                     tokenize=store.tokenize)
-            return [(e.hit, e.text) for e in picked]
+            return lead_and_excerpts(text, fresh, budget, self.budget.passage, 0 if self.history else self.budget.lead,
+                                     self.lang, self.store)
         return whole_passages(fresh, budget, self.budget.passage, self.lang)
 
     def _own_lines(self, text: str, hits: list[Hit]) -> list[str]:

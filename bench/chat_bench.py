@@ -181,7 +181,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict:
     from settings import load_settings
 
     budget = ragchat.Budget(**{k: v for k, v in (("passages", args.passages), ("passage", args.passage),
-                                                  ("followup_passages", args.followup_passages),
+                                                  ("followup_passages", args.followup_passages), ("lead", args.lead),
                                                   ("history_keep", args.history_keep)) if v is not None})
     questions = json.loads((DATA / "chat_questions.json").read_text(encoding="utf-8"))["daiyu"]
     prompts = {k: v for k, v in json.loads((DATA / "roleplay_prompts.json").read_text(encoding="utf-8")).items()
@@ -286,6 +286,7 @@ def main() -> int:
     parser.add_argument("--passages", type=int, help="override Budget.passages and reader mode's first_passages (first turn)")
     parser.add_argument("--passage", type=int, help="override Budget.passage (one passage's trim)")
     parser.add_argument("--followup-passages", type=int, help="override Budget.followup_passages (700 = before)")
+    parser.add_argument("--lead", type=int, help="override Budget.lead (0: excerpts only, as before session 10)")
     parser.add_argument("--history-keep", type=float, help="override Budget.history_keep (1.0 = sliding window)")
     parser.add_argument("--only", choices=("all", "reader", "roleplay"), default="all",
                         help="run one part (for before/after comparisons)")
@@ -315,7 +316,7 @@ def main() -> int:
         cmd += ["--only", args.only]
         cmd += ["--k", str(args.k)] if args.k else []
         for flag, val in (("--passages", args.passages), ("--passage", args.passage),
-                          ("--followup-passages", args.followup_passages),
+                          ("--followup-passages", args.followup_passages), ("--lead", args.lead),
                           ("--history-keep", args.history_keep)):
             if val is not None:
                 cmd += [flag, str(val)]

@@ -215,6 +215,18 @@ def test_reader_sends_sentence_excerpts_and_roleplay_whole_passages(zh_store, ti
     assert len(reader_done.sources) > len(roleplay_done.sources)
 
 
+def test_a_readers_first_turn_keeps_its_best_passage_whole_then_excerpts_the_rest(zh_store, tiny_llm) -> None:
+    q = "黛玉给鹦鹉取的名字叫什么？"
+    reader = Companion(zh_store, mode="reader", llm=tiny_llm(), budget=Budget(passages=340, passage=260, lead=200))
+    first = reader.ask(q).sources
+    best = reader.store.search(q, k=1)[0]
+    assert first[0]["chunk_id"] == best.chunk_id and count_tokens(best.text) <= 200
+    assert first[0]["passage"] == best.text  # whole: it fits the lead's 200 tokens
+    assert len(first) > 1 and all(s["passage"] != s["text"] for s in first[1:])  # the rest: excerpts
+    plain = Companion(zh_store, mode="reader", llm=tiny_llm(), budget=Budget(passages=340, passage=260, lead=0))
+    assert plain.ask(q).sources[0]["passage"] != best.text  # without a lead, excerpts from the first passage too
+
+
 def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
     from characters import load_card
 
