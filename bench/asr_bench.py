@@ -18,6 +18,7 @@ context: what priming costs speech off the book.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -92,36 +93,31 @@ def context_for(variant: str, card: object, store: Path, last_turn: str) -> tupl
     return ctx, listening_names(card, store, last_turn if base == "turn" else "")
 
 
-def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.ndarray]],
-                card: object, store: Path) -> dict:
-    engine = asr.get_asr("faster-whisper")
-    engine.beam_size = parse(variant)[2]
-    rows, compute, seconds = [], 0.0, 0.0
-    words = book_words(card, store) if parse(variant)[0] in ("book", "turn") else None
-    for item, clips in zip(items, audio, strict=True):
-        ctx, terms = context_for(variant, card, store, item.get("last_turn", ""))
-        ref = norm(item["text"], lang)
-        heard, named, fixed = [], [], []
-        for clip in clips:
-            t0 = time.perf_counter()
-            text = engine.transcribe(clip, lang, context=ctx).text
-            compute += time.perf_counter() - t0
-            seconds += len(clip) / ASR_RATE
-            heard.append((jiwer.cer(ref, norm(text, lang) or "-"), text))
-            names_only = correct(text, terms, lang)  # what the names alone put back (session 6's correction)
-            named.append((jiwer.cer(ref, norm(names_only, lang) or "-"), names_only))
-            better = correct(text, terms, lang, words)
-            fixed.append((jiwer.cer(ref, norm(better, lang) or "-"), better))
-        row = {"text": item["text"], "heard_takes": [t for _, t in heard]}
-        for key, scored in (("heard", heard), ("names", named), ("corrected", fixed)):
-            median = sorted(scored, key=lambda t: t[0])[len(scored) // 2]
-            row[f"cer_{key}"], row[key] = round(median[0], 4), median[1]
-            if lang == "en":
-                row[f"wer_{key}"] = round(jiwer.wer(ref, norm(median[1], lang) or "-"), 4)
-        rows.append(row)
-    engine.beam_size = BEAM
-    out = {"variant": variant, "lang": lang, "sentences": len(rows), "rtf": round(compute / seconds, 3)}
-    for key in ("heard", "names", "corrected"):
+STAGES = ("heard", "names", "words", "corrected")
+
+
+def score_row(text: str, takes: list[str], lang: str, terms: list[str], words: object) -> dict:
+    """One sentence's takes scored after each correction stage: as heard, names put back, + the book's
+    words (no book model: session 9's correction), + the book's model (what listen returns); the median take."""
+    ref = norm(text, lang)
+    plain = dataclasses.replace(words, lm=None) if words is not None else None
+    outs = {"heard": takes, "names": [correct(t, terms, lang) for t in takes],
+            "words": [correct(t, terms, lang, plain) for t in takes],
+            "corrected": [correct(t, terms, lang, words) for t in takes]}
+    row = {"text": text, "heard_takes": takes}
+    for key in STAGES:
+        scored = sorted(((jiwer.cer(ref, norm(o, lang) or "-"), o) for o in outs[key]), key=lambda t: t[0])
+        median = scored[len(scored) // 2]
+        row[f"cer_{key}"], row[key] = round(median[0], 4), median[1]
+        if lang == "en":
+            row[f"wer_{key}"] = round(jiwer.wer(ref, norm(median[1], lang) or "-"), 4)
+    return row
+
+
+def summarise(variant: str, lang: str, rows: list[dict], rtf: float, items: list[dict], card: object,
+              store: Path) -> dict:
+    out = {"variant": variant, "lang": lang, "sentences": len(rows), "rtf": rtf}
+    for key in STAGES:
         out[f"cer_{key}"] = round(statistics.mean(r[f"cer_{key}"] for r in rows), 4)
         if lang == "en":
             out[f"wer_{key}"] = round(statistics.mean(r[f"wer_{key}"] for r in rows), 4)
@@ -132,10 +128,48 @@ def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.
     return out
 
 
+def run_variant(variant: str, lang: str, items: list[dict], audio: list[list[np.ndarray]],
+                card: object, store: Path) -> dict:
+    engine = asr.get_asr("faster-whisper")
+    engine.beam_size = parse(variant)[2]
+    rows, compute, seconds = [], 0.0, 0.0
+    words = book_words(card, store) if parse(variant)[0] in ("book", "turn") else None
+    for item, clips in zip(items, audio, strict=True):
+        ctx, terms = context_for(variant, card, store, item.get("last_turn", ""))
+        takes = []
+        for clip in clips:
+            t0 = time.perf_counter()
+            takes.append(engine.transcribe(clip, lang, context=ctx).text)
+            compute += time.perf_counter() - t0
+            seconds += len(clip) / ASR_RATE
+        rows.append(score_row(item["text"], takes, lang, terms, words))
+    engine.beam_size = BEAM
+    return summarise(variant, lang, rows, round(compute / seconds, 3), items, card, store)
+
+
+def rescore(results: dict, sets: dict[str, list[dict]], stores: Path) -> dict:
+    """The stored takes of ``results`` corrected again by today's code (no speech, no Whisper: ~1 min)."""
+    out = {}
+    for name, variants in results.items():
+        lang = name.split("-")[0]
+        card = load_card(CHARACTER[lang])
+        store = stores / card.id
+        items = {i["text"]: i for i in sets.get(name, [])}
+        out[name] = []
+        for r in variants:
+            words = book_words(card, store) if parse(r["variant"])[0] in ("book", "turn") else None
+            rows = [score_row(row["text"], row["heard_takes"], lang,
+                              context_for(r["variant"], card, store, items.get(row["text"], {}).get("last_turn", ""))[1],
+                              words) for row in r["rows"]]
+            out[name].append(summarise(r["variant"], lang, rows, r["rtf"],
+                                       [items.get(x["text"], {"text": x["text"]}) for x in r["rows"]], card, store))
+    return out
+
+
 def _scores(r: dict) -> str:
-    text = f"CER {r['cer_heard']:.4f} -> names {r['cer_names']:.4f} -> {r['cer_corrected']:.4f}"
+    text = f"CER {r['cer_heard']:.4f} -> names {r['cer_names']:.4f} -> words {r['cer_words']:.4f} -> {r['cer_corrected']:.4f}"
     if "wer_heard" in r:
-        text += f"  WER {r['wer_heard']:.4f} -> {r['wer_names']:.4f} -> {r['wer_corrected']:.4f}"
+        text += f"  WER {r['wer_heard']:.4f} -> {r['wer_names']:.4f} -> {r['wer_words']:.4f} -> {r['wer_corrected']:.4f}"
     return text
 
 
@@ -151,13 +185,21 @@ def main() -> int:
                              "zh-held2 (held out from all tuning), zh-control, en-control (everyday sentences)")
     parser.add_argument("--audio-cache", type=Path, default=Path("/tmp/zhiyin-asr-bench-audio"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rescore", action="store_true",
+                        help="correct the takes already in --out again with today's code (no speech, no Whisper)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     data = json.loads(SENTENCES.read_text(encoding="utf-8"))
     variants = [v for v in args.variants.split(",") if v]
     results: dict[str, list[dict]] = {}
     control = json.loads(CONTROL.read_text(encoding="utf-8"))
-    for name in [x for x in args.sets.split(",") if x]:
+    command = "python bench/asr_bench.py " + " ".join(sys.argv[1:])
+    if args.rescore:
+        before = json.loads(args.out.read_text(encoding="utf-8"))
+        everyday = {f"{lang}-control": [{"text": t} for t in texts] for lang, texts in control.items()}
+        results = rescore(before["results"], data | everyday, args.stores)
+        command = before["command"].split(" (takes rescored")[0] + f" (takes rescored: {command})"
+    for name in [x for x in args.sets.split(",") if x and not args.rescore]:
         lang = name.split("-")[0]
         card = load_card(CHARACTER[lang])
         store = args.stores / card.id
@@ -181,12 +223,13 @@ def main() -> int:
             print(f"{name} {variant:<14} {_scores(res)}  RTF {res['rtf']}  ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
 
-    keys = ("cer_heard", "cer_names", "cer_corrected", "wer_heard", "wer_names", "wer_corrected", "rtf", "context_tokens")
+    keys = (*(f"{m}_{k}" for m in ("cer", "wer") for k in STAGES), "rtf", "context_tokens")
     summary = {name: {r["variant"]: {k: r[k] for k in keys if k in r} for r in rows} for name, rows in results.items()}
-    out = {"command": "python bench/asr_bench.py " + " ".join(sys.argv[1:]),
+    out = {"command": command,
            "takes": args.takes, "score": "mean over sentences of the median CER (WER) of the takes",
            "heard": "what Whisper wrote", "names": "after putting back the names alone",
-           "corrected": "after voice.correction with the same context, and for book/turn the book's words (what listen returns)",
+           "words": "names, then for book/turn the book's words, without the book's model (session 9's correction)",
+           "corrected": "names, book's words and the book's model (voice/booklm.py): what listen returns",
            "summary": summary, "results": results,
            "note": "measured on a 2-core CPU shared with other work (RTF is conservative)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
