@@ -336,10 +336,5 @@ def summary_block(card: Card, turns: Sequence, budget: int) -> str:
     return lab["summary"] + "\n" + ("…\n" if len(lines) < len(turns) else "") + "\n".join(reversed(lines))
 
 
-def prefill_text(card: Card, mode: Mode) -> str:
-    """The start of every answer in this mode ('' when the mode has none)."""
-    return mode.text(texts_for(card), "prefill", card.name)
-
-
 def greeting(card: Card) -> str:
     return card.greeting or texts_for(card)["labels"]["i_am"].format(name=card.name)
