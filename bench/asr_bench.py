@@ -179,10 +179,10 @@ def main() -> int:
                         help="the folder holding the full novels' stores (read only)")
     parser.add_argument("--takes", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--sets", default="zh,zh-new,zh-held,zh-held2,en,zh-control,en-control",
+    parser.add_argument("--sets", default="zh,zh-new,zh-held,zh-held2,zh-held3,en,zh-control,en-control",
                         help="sentence sets: zh, en (the books' names), zh-new (more of them, held out from tuning "
                              "the book's words), zh-held (held out from building the book's model, then read), "
-                             "zh-held2 (held out from all tuning), zh-control, en-control (everyday sentences)")
+                             "zh-held2 (held out from session 10's tuning), zh-held3 (held out from session 11's), zh-control, en-control (everyday sentences)")
     parser.add_argument("--audio-cache", type=Path, default=Path("/tmp/zhiyin-asr-bench-audio"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--rescore", action="store_true",
