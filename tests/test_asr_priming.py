@@ -85,6 +85,14 @@ def test_books_names_are_mined_once_per_store_version(daiyu_store, tmp_path, mon
     assert "妙玉" in book_terms(card) and len(reads) == 2  # a new version is mined again
 
 
+def test_speakers_written_equally_often_rank_the_same_in_every_process():
+    # 贾赦 and 馒头庵 once swapped places between runs: speakers came from a set, whose order moves with
+    # the process's hash seed. Equal counts now rank in one order (the characters' code points).
+    book = "\n".join(f"{name}道：“好。”" for name in ("赵敏", "周强", "钱多", "吴用") for _ in range(6))
+    ranked = [t for t in priming.TERM_MINERS.create("zh", texts=[book])]
+    assert [n for n, c in ranked] == sorted(["赵敏", "周强", "钱多", "吴用"]) and len({c for n, c in ranked}) == 1
+
+
 def test_english_context_has_the_books_names(tmp_path):
     build("elizabeth", [write(tmp_path / "in" / "pride.txt", EN_BOOK)], embedder="use")
     card = load_card("elizabeth")
@@ -219,6 +227,11 @@ def test_homophones_of_the_contexts_names_become_the_names():
     assert correct("今天天气很好。", terms, "zh") == "今天天气很好。"
     # A name one syllable off is not put over a common word: 整一年 is folded one syllable from 赵姨娘.
     assert correct("画了整整一年。", ["赵姨娘"], "zh") == "画了整整一年。"
+    # Nor over the particle of the word before: 听了待遇 is 听了黛玉, not 听林黛玉 (le/lin share a first letter)...
+    assert correct("宝玉听了待遇的词。", ["林黛玉", "黛玉"], "zh") == "宝玉听了黛玉的词。"
+    assert correct("听见了丫头们说话。", ["林丫头"], "zh") == "听见了丫头们说话。"
+    # ...whereas a 了 inside the stretch is still one syllable off the name: 流老了 is 刘姥姥.
+    assert correct("凤姐说，流老了又进大观园来了。", ["刘姥姥"], "zh") == "凤姐说，刘姥姥又进大观园来了。"
     assert correct("乡乡馆里很静。", ["潇湘馆"], "zh") == "潇湘馆里很静。"
     assert correct("Mr. Collins proposed at Longborn to the gardeners.", ["Longbourn", "Gardiners"], "en") == \
         "Mr. Collins proposed at Longbourn to the gardeners."

@@ -155,6 +155,16 @@ def test_speak_stream_yields_one_speech_per_sentence() -> None:
     assert all(s.duration_s > 0.3 for s in out)
 
 
+def test_a_reader_answers_source_note_is_shown_not_spoken() -> None:
+    # 「…雨水。（见第41回）」 was two clips on the page, the second only a chapter number read aloud.
+    tokens = ["She refused ", "him at Hunsford", ". (Chapter ", "34)", " He wrote to her (see Chapters 35 and 36)."]
+    out = list(voice.speak_stream(iter(tokens), engine="espeak"))
+    assert [s.text for s in out] == ["She refused him at Hunsford.", "He wrote to her."]
+    assert voice.text.unspoken("妙玉用的是旧年蠲的雨水。（见第41回）") == "妙玉用的是旧年蠲的雨水。"
+    assert voice.text.unspoken("（见第四十一回）") == ""
+    assert voice.text.unspoken("我（林黛玉）说，第三回里的事。") == "我（林黛玉）说，第三回里的事。"  # not a source note
+
+
 def test_card_voice_mapping() -> None:
     daiyu, lizzy = load_card("daiyu"), load_card("elizabeth")
     assert voice.voice_for(daiyu, "edge") == "zh-CN-XiaoyiNeural"
@@ -370,3 +380,12 @@ def test_mixed_chinese_english_uses_two_engines(offline: tuple[str, int]) -> Non
     assert sp.sample_rate == 24000
     kinds = {t.kind for t in sp.timings}
     assert {"sentence", "char"} <= kinds
+
+
+def test_a_stray_full_width_letter_or_digit_in_chinese_is_the_pause_whisper_meant() -> None:
+    # Whisper base wrote 孙绍祖６不到一年 and 笑声先到６ where the speaker paused; a counted number stays a number.
+    assert asr.zh_text("迎春嫁给孙绍祖６不到一年") == "迎春嫁给孙绍祖，不到一年"
+    assert asr.zh_text("人还没到笑声先到６") == "人还没到笑声先到。"
+    assert asr.zh_text("第６回里过了３年") == "第６回里过了３年"
+    assert asr.zh_text("用Ｅｘｃｅｌ写，有３０个") == "用Ｅｘｃｅｌ写，有３０个"
+    assert asr.zh_text("妹妹說話") == "妹妹说话"  # simplified, as before

@@ -208,15 +208,20 @@ def _alike(name: tuple[str, ...], heard: tuple[str, ...]) -> bool:
 COMMON_WORD = 1000  # jieba's count: 一年 7966, 相信 6789; 乡乡 7 (heard for 潇湘)
 
 
-def _common_word_at(piece: str, name: tuple[str, ...], heard: tuple[str, ...]) -> bool:
+GRAMMAR = frozenset("了的着过地得")  # particles that end the word before them (听了, 我的, 看着)
+
+
+def _common_word_at(piece: str, name: tuple[str, ...], heard: tuple[str, ...], after: bool = False) -> bool:
     """Whether a syllable a near name would change is part of a common word as heard: 整一年 is not
-    赵姨娘, though folded it is one syllable from it (zheng/zhao; nian/niang fold together)."""
+    赵姨娘, though folded it is one syllable from it (zheng/zhao; nian/niang fold together). ``after``:
+    the stretch follows a character of the same run; then a particle first in it belongs to that word
+    (听了待遇 is not 听林黛玉: le/lin, and 待遇 alone is 黛玉), whereas 流老了 is still 刘姥姥."""
     from knowledge_base.keywords import _base_jieba
 
     freq = _base_jieba().FREQ
     offs = [k for k, (a, b) in enumerate(zip(name, heard, strict=True)) if a != b]
-    return any((freq.get(piece[k:k + 2]) or 0) >= COMMON_WORD
-               for off in offs for k in (off - 1, off) if 0 <= k < len(piece) - 1)
+    return (after and 0 in offs and piece[0] in GRAMMAR) or any(
+        (freq.get(piece[k:k + 2]) or 0) >= COMMON_WORD for off in offs for k in (off - 1, off) if 0 <= k < len(piece) - 1)
 
 
 def _fix_run(run: str, names: list[str]) -> str:
@@ -239,7 +244,7 @@ def _fix_run(run: str, names: list[str]) -> str:
                 fixed[i:i + n] = [True] * n
                 continue
             cands = [x for x in group if _alike(_sounds(x), folded[i:i + n])
-                     and (_sounds(x) == folded[i:i + n] or not _common_word_at(piece, _raw_sounds(x), exact[i:i + n]))]
+                     and (_sounds(x) == folded[i:i + n] or not _common_word_at(piece, _raw_sounds(x), exact[i:i + n], i > 0))]
             if not cands:
                 continue
             best = max(cands, key=lambda x: (sum(a == b for a, b in zip(_raw_sounds(x), exact[i:i + n], strict=False)),

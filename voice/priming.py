@@ -129,7 +129,8 @@ def _zh_terms(texts: list[str]) -> list[tuple[str, int]]:
     # 王夫人笑道： are wanted here, so speakers ending in 人 are counted apart.
     ren = Counter(m.group(1) for m in _ZH_REN_SPEAKER.finditer(book))
     speakers = mine_zh_names(book) | {n for n, c in ren.items() if c >= 5}
-    people = Counter({n: book.count(n) for n in speakers if n not in _ZH_ROLES})
+    # Sorted: a set's order changes from process to process, and ties (馒头庵/贾赦) must rank the same every time.
+    people = Counter({n: book.count(n) for n in sorted(speakers) if n not in _ZH_ROLES})
     # Places: a name of two characters and a place word (潇湘馆, 栊翠庵) whose two characters are, most of
     # the time, that place (not 只见院: 只见 is mostly something else). jieba splits many (潇湘/馆).
     grams = Counter(m.group(1) for m in _ZH_PLACE.finditer(book))

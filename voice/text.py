@@ -78,6 +78,18 @@ class SentenceBuffer:
         return split_sentences(rest)
 
 
+# A reader answer's source note, written for the eye: （见第41回）, (Chapter 12), (see Chapters 3 and 4).
+_CITATION = re.compile(r"\s*(?:[（(]\s*(?:见|参见|详见)?\s*第\s*[0-9０-９零〇一二三四五六七八九十百两]+\s*回[^（）()]{0,12}[）)]"
+                       r"|\(\s*(?:see\s+)?chapters?\s+[0-9IVXLC]+(?:\s*(?:,|and|&|-|–)\s*[0-9IVXLC]+)*\s*\))",
+                       re.IGNORECASE)
+
+
+def unspoken(sentence: str) -> str:
+    """``sentence`` as it is read aloud: without its source notes (the page shows them; spoken, 见第四十一回
+    is a second clip of nothing but a chapter number)."""
+    return _CITATION.sub("", sentence).strip()
+
+
 def sentences_from_tokens(tokens: Iterable[str]) -> Iterator[str]:
     """Turn a token stream into a sentence stream."""
     buf = SentenceBuffer()

@@ -15,7 +15,7 @@ from voice.audio import Speech, Timing, VoiceError, concat
 from voice.engine import TTS_ENGINES, TTSEngine, VoiceArg, get_engine, voice_for_engine
 from voice.engines.edge import EdgeEngine
 from voice.policy import edge_reachable, reset_edge_probe
-from voice.text import detect_lang, sentences_from_tokens, split_runs, split_sentences
+from voice.text import detect_lang, sentences_from_tokens, split_runs, split_sentences, unspoken
 
 log = logging.getLogger("voice")
 
@@ -94,7 +94,7 @@ def speak_stream(tokens: Iterable[str], lang: str = "auto", engine: str = "auto"
                  volume: float = 1.0, online: bool | None = None) -> Iterator[Speech]:
     """Speak a token stream sentence by sentence, yielding each sentence's Speech as soon as it is complete."""
     allowed = policy.online_allowed(online)
-    for sentence in sentences_from_tokens(tokens):
+    for sentence in map(unspoken, sentences_from_tokens(tokens)):
         if re.search(r"\w", sentence):
             yield speak(sentence, lang=lang, engine=engine, voice=voice, rate=rate, pitch=pitch, volume=volume,
                         online=allowed)
