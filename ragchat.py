@@ -355,7 +355,9 @@ class Companion:
         prompt = prompting.turn_prompt(self.card, self.mode, text, passages, lines, prefill, bool(self.history),
                                        world.before, world.after, memories, about_reader=about_reader,
                                        off_world=bool(off))
-        sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(passages, 1)]
+        # A reader told that the book is silent is shown no passages as the answer's sources.
+        shown = [] if off and not self.mode.in_character else passages
+        sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(shown, 1)]
         tokens = {
             "card": count_tokens(system),
             "history": sum(count_tokens(str(m.content)) for m in history),

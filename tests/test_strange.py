@@ -167,9 +167,10 @@ def test_a_reader_asking_about_what_her_book_never_writes_hears_it_does_not(zh_s
     done = bot.ask("你坐过高铁吗？从北京到上海要多久？")
     assert texts["offworld_reminder"] in fake.calls[0]["messages"][-2].content
     assert done.answer == texts["offworld_prefill"] + "这件事。"  # the given start: the book is silent
+    assert done.sources == []  # and no passage is listed as where that answer comes from
     ordinary = bot.ask("紫鹃端了什么来？")
     assert texts["offworld_reminder"] not in fake.calls[1]["messages"][-2].content
-    assert ordinary.answer == "紫鹃端了药来。（见第一回）"
+    assert ordinary.answer == "紫鹃端了药来。（见第一回）" and ordinary.sources
 
 
 def test_an_answer_that_stops_at_its_given_start_is_asked_again_then_ends_in_a_line(zh_store, monkeypatch) -> None:  # noqa: F811
