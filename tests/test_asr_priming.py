@@ -89,7 +89,7 @@ def test_speakers_written_equally_often_rank_the_same_in_every_process():
     # 贾赦 and 馒头庵 once swapped places between runs: speakers came from a set, whose order moves with
     # the process's hash seed. Equal counts now rank in one order (the characters' code points).
     book = "\n".join(f"{name}道：“好。”" for name in ("赵敏", "周强", "钱多", "吴用") for _ in range(6))
-    ranked = [t for t in priming.TERM_MINERS.create("zh", texts=[book])]
+    ranked = priming.TERM_MINERS.create("zh", texts=[book])
     assert [n for n, c in ranked] == sorted(["赵敏", "周强", "钱多", "吴用"]) and len({c for n, c in ranked}) == 1
 
 
