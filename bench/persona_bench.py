@@ -47,7 +47,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written after all of session 9's changes (heldout3's answers were read), run once to report
                "heldout4": REPO / "bench" / "data" / "persona_prompts_heldout4.json",
                # written in session 11 before any of its role-play changes, run once to report
-               "heldout5": REPO / "bench" / "data" / "persona_prompts_heldout5.json"}
+               "heldout5": REPO / "bench" / "data" / "persona_prompts_heldout5.json",
+               # written in session 12 before any of its role-play changes, run once to report
+               "heldout6": REPO / "bench" / "data" / "persona_prompts_heldout6.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
