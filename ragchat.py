@@ -496,7 +496,7 @@ class Companion:
 
             vocab = book_vocabulary(self.card)
             figures = vocab is None or vocab.figures
-            if off and vocab is not None and vocab.lang == "zh":
+            if off and vocab is not None:
                 unknown = unknown_words(vocab, tuple(self.card.names))
         return Rules(self.lang, text, modern,
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",

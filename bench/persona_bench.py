@@ -49,7 +49,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written in session 11 before any of its role-play changes, run once to report
                "heldout5": REPO / "bench" / "data" / "persona_prompts_heldout5.json",
                # written in session 12 before any of its role-play changes, run once to report
-               "heldout6": REPO / "bench" / "data" / "persona_prompts_heldout6.json"}
+               "heldout6": REPO / "bench" / "data" / "persona_prompts_heldout6.json",
+               # written with heldout6 but kept out of this list (and --offworld's view) until the changes were done
+               "heldout7": REPO / "bench" / "data" / "persona_prompts_heldout7.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
@@ -66,7 +68,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 9's answers (刷抖音, 我是一个智能助理，我的系统提示词是…)
              "抖音", "服务器", "智能助理", "提示词",
              # read in session 9's third held-out set (周杰伦的《青花瓷》)
-             "周杰伦", "青花瓷", "奶茶")
+             "周杰伦", "青花瓷", "奶茶",
+             # read in session 12's held-out sets (我竟然是语言类虚拟人)
+             "虚拟")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -80,8 +84,10 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"social media", r"\bfacebook\b", r"\btwitter\b", r"\byoutube\b", r"\bgoogle\b",
              # read in session 9's answers
              r"\bservers?\b", r"\bnetflix\b", r"\belectric cars?\b", r"\bstarbucks\b", r"\bspreadsheet",
+             # read in session 12's held-out sets (cherry on my pizza; an image-sharing platform like IG)
+             r"\bpizza", r"image-sharing", r"\bplatforms?\b", r"climate change",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
-MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b")  # as capitals only: "ok" is not a word of hers either way
+MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
                   r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
 ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答", "随时告诉我",
@@ -89,7 +95,9 @@ ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "
                 # the fourth wall and the prompt's own words: 来访者, its 【labels】, the book as a book
                 "来访者", "请问", "【", "在书中", "书中说", "我书中", "红楼梦", "曹雪芹",
                 # read in session 7's answers: an assistant's offers, summaries and homework
-                "有什么想聊", "相应的答案", "给出答案", "让我们共同", "求根公式", "方程", "总体来说")
+                "有什么想聊", "相应的答案", "给出答案", "让我们共同", "求根公式", "方程", "总体来说",
+                # read in session 12's held-out sets: the book as a book, a script's label, an assistant's sermon
+                "书里没有写", "书中的内容", "我：", "我问：你", "值得我们", "尊重他人", "回应这个")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
@@ -100,7 +108,9 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"help with that|can't assist|cannot assist|apologi[sz]e|misunderst(?:ood|anding)|"
                           r"the answer to \d|capital of France|"
                           # read in session 9's answers
-                          r"some confusion|misled you|another approach", re.I)
+                          r"some confusion|misled you|another approach|"
+                          # read in session 12's answers
+                          r"misinterpret|please clarify|explanation helps|not capable of", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
@@ -352,13 +362,19 @@ def offworld_counts() -> int:
             adv = [o for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL]
             other = [o for x, o in zip(items, off, strict=True) if x["kind"] not in ADVERSARIAL]
             missed = [x["q"] for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL and not o]
+            wrongly = [x["q"] for x, o in zip(items, off, strict=True) if x["kind"] not in ADVERSARIAL and o]
             print(f"{which:9} {cid:9} adversarial caught {sum(adv)}/{len(adv)}, others taken {sum(other)}/{len(other)}"
-                  + (f"; missed: {' | '.join(missed)}" if missed else ""))
+                  + (f"; missed: {' | '.join(missed)}" if missed else "") + (f"; taken: {' | '.join(wrongly)}" if wrongly else ""))
         # Reader mode judges its questions too: a question about the book must never be taken for off-world.
         asked = [x["q"] for x in _book_questions(cid)]
         taken = [q for q in asked if strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
                                                    names=tuple(card.names), things_only=True)]
         print(f"{'reader':9} {cid:9} book questions taken for off-world {len(taken)}/{len(asked)}"
+              + (f": {' | '.join(taken)}" if taken else ""))
+        # The same questions asked in role-play, where every rule applies: ordinary questions she must answer.
+        taken = [q for q in asked if strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
+                                                   names=tuple(card.names))]
+        print(f"{'in role':9} {cid:9} book questions taken for off-world {len(taken)}/{len(asked)}"
               + (f": {' | '.join(taken)}" if taken else ""))
     return 0
 

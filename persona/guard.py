@@ -64,7 +64,8 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
     answer (翠竹 is new); so is "I do." (too short to be anything else). ``whole``: kept for callers that
     know the answer is complete; the rule is the same."""
     a, q = units(_swap_person(answer, lang), lang), units(_swap_person(question, lang), lang)
-    if len(a) < 3 or not q or len(a) > max(len(q), 4) * (1.0 if lang == "zh" else 1.3):
+    # A word more is still the question (你想要念扬州的家吗？ for 你想念扬州的家吗？).
+    if len(a) < 3 or not q or len(a) > max(len(q), 4) * (1.2 if lang == "zh" else 1.3):
         return False
     new = sum(u not in set(q) for u in a) / len(a)
     if new < 0.1:
@@ -75,6 +76,12 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
     else:
         said_back = 1 - new
     return answer.rstrip().endswith(("？", "?")) and said_back >= 0.5
+
+
+def _asked_again(text: str, question: str) -> int:
+    """Where ``text`` says the whole question again, word for word (-1: it does not)."""
+    q = question.strip().rstrip("？?。.!！ ")
+    return text.find(q) if len(q) >= 4 else -1
 
 
 @lru_cache(maxsize=4096)
@@ -103,6 +110,11 @@ _NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|�
               "en": re.compile(r"[,.!?]\"\s+(?:said|cried|replied|returned|answered|added)\s+(?:[A-Z][a-z]+|he|she)\b")}
 # A script's line: a new line opening with a speaker's label (来访人：…, Visitor: …): the model writes both parts.
 _SCRIPT = {"zh": re.compile(r"\n\s*[\u4e00-\u9fff]{1,4}\s*[：:]"), "en": re.compile(r"\n\s*[A-Z][A-Za-z]{0,12}\s*:")}
+# An answer opening with a label, no quotation after it: what follows may be the question said back
+# (我问：你想要念扬州的家吗？); 我问：… before her own words is hers.
+_LABEL_FIRST = {"zh": re.compile(r"\s*[\u4e00-\u9fff]{1,4}\s*[：:](?!\s*[“\"「『])"),
+                "en": re.compile(r"\s*[A-Z][A-Za-z]{0,12}\s*:(?!\s*[“\"])")}
+_SPEAKER = re.compile(r"[我你他她]|I|You|Me|Visitor")  # a label that is only who speaks
 _SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
                 "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
 
@@ -268,10 +280,14 @@ class Gate:
         r = self.rules
         if not self.opened:
             opening = self.before + self.pending
+            label = _LABEL_FIRST[r.lang].match(opening) if r.echo else None
+            opening = opening[label.end():] if label else opening  # what a label opens is what may echo
             m = SENT_END.search(opening)
             done = m is not None and (m.end() < len(opening) or final)
             if done or final:
                 first = opening[: m.end()] if m else opening
+                if label and _SPEAKER.fullmatch(label.group(0).strip(" \t\n：:")):
+                    return "script", 0  # 我：好啊！… : she writes herself a part
                 if echoes(first, r.question, r.lang, whole=final and first.strip() == opening.strip()):
                     return "echo", 0
                 self.opened = True
@@ -304,6 +320,9 @@ class Gate:
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))
+        asked = _asked_again(fresh, r.question) if r.echo else -1
+        if asked >= 0:
+            return "echo", asked - len(seen)  # …\n\n你觉得凤姐这个人厉害不厉害？: the question said back at the end
         told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only
         if told_by:
             return "narration", told_by.start() - len(seen)

@@ -35,6 +35,7 @@ _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+#.'-]*[A-Za-z0-9+#]|[A-Za-z]")
 _EN_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]")
 _EN_SUFFIXES = ("", "s", "es", "ed", "d", "ing", "ly", "'s")
+_ACRONYM = re.compile(r"(?<![A-Za-z])[A-Z]{2,}s?(?![A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,10 @@ def _noun(word: str) -> bool:
 
 def unknown_words(vocab: Vocabulary, names: Sequence[str] = ()) -> Callable[[str], list[str]]:
     """A test for guard.Rules.unknown: the nouns of jieba's dictionary in a Chinese text that her book never
-    writes. For Chinese only: an English book's vocabulary is too small to judge an answer's words."""
+    writes; in English only the capitals' abbreviations it never writes (IG for a barred Instagram, AI, TV): an
+    English book's vocabulary is too small to judge an answer's other words."""
+    if vocab.lang != "zh":
+        return lambda text: [w for w in dict.fromkeys(_ACRONYM.findall(text)) if not vocab.knows(w)]
     seg = _segmenter(tuple(names))
     return lambda text: [w for w in strange_words(text, vocab, names) if seg.FREQ.get(w, 0) > 0 and _noun(w)]
 

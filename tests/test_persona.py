@@ -178,6 +178,23 @@ def test_a_sentence_that_means_what_an_assistant_says_is_caught_without_its_word
     assert tone.closeness("anything", ()) == 0.0
 
 
+def test_an_assistants_opening_is_caught_inside_a_long_sentence() -> None:
+    from persona import tone
+
+    en = tone.judge(tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"]))
+    # heldout5 (session 12): the whole sentence scored 0.44, its opening 0.78.
+    said = "I am sorry if I misunderstood or misinterpreted your question about why I refused Mr. Bingley's proposal."
+    assert tone.closeness(said, tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"])) \
+        < tone.THRESHOLD and en(said)
+    # Her own long sentences, from the book, keep their place.
+    for hers in ("You are much mistaken if you expect to influence me by such paltry arguments as these.",
+                 "I do assure you that I am not one of those young ladies who are so daring as to risk their happiness."):
+        assert not en(hers), hers
+    zh = tone.judge(tuple(prompting.texts_for(load_card("daiyu"))["guard"]["assistant_sentences"]))
+    assert not zh("谁知他竟真是个好人，我素日认他作个知己，果然是个知己。")
+    assert tone.opening("我冷。") == "" and tone.opening("I am well.") == ""
+
+
 def _through(gate: guard.Gate, text: str, cut_off: bool = False) -> list[str]:
     out = [gate.feed(ch) for ch in text]
     out.append(gate.close(cut_off))

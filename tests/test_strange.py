@@ -219,3 +219,42 @@ def test_an_answer_that_turns_into_a_script_ends_before_the_next_speaker() -> No
     assert gate.reason == "script" and out == " like it well enough."
     gate = guard.Gate(guard.Rules("zh", "你说呢？"), before="我")
     assert gate.feed("问：你说什么呢？我不懂。") + gate.close() and not gate.reason  # 我问：… is her own words
+
+
+def test_a_label_then_the_question_said_back_is_an_echo() -> None:
+    gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
+    out = "".join(gate.feed(ch) for ch in "问：你想要念扬州的家吗？\n\n我想念扬州的家。") + gate.close()  # as streamed
+    assert gate.reason == "echo" and out == ""
+    gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
+    assert gate.feed("想要念扬州的家吗？") + gate.close() == "" and gate.reason == "echo"  # a word more
+    gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
+    out = gate.feed("常梦见扬州的旧宅子，醒来只是哭。") + gate.close()
+    assert not gate.reason and out == "常梦见扬州的旧宅子，醒来只是哭。"
+
+
+def test_an_answer_that_opens_as_her_own_script_line_is_not_shown() -> None:
+    gate = guard.Gate(guard.Rules("zh", "用旁人的口气讲讲林黛玉的身世。"), before="我")
+    out = "".join(gate.feed(ch) for ch in "：好啊！那我们来聊聊你的身世吧。") + gate.close()  # heldout6, session 12
+    assert gate.reason == "script" and out == ""
+    gate = guard.Gate(guard.Rules("en", "Do you like Kent?"), before="I")
+    assert gate.feed(": I like it well enough. Visitor: And Rosings?") + gate.close() == "" and gate.reason == "script"
+
+
+def test_an_english_answer_on_an_offworld_turn_writes_no_abbreviation_her_book_lacks() -> None:
+    vocab = strange.Vocabulary.of(["It is a truth universally acknowledged. " * 20_000], "en")
+    unknown = strange.unknown_words(vocab)
+    assert unknown("I confess it would be surprising if I used a platform like IG.") == ["IG"]
+    assert unknown("I confess I am quite well, and I do not know it.") == []
+    gate = guard.Gate(guard.Rules("en", "Do you use Instagram?", unknown=unknown), before="I")
+    out = gate.feed(" confess I have no taste for it. It would be surprising if I used IG.") + gate.close()
+    assert gate.reason == "strange: IG" and out == " confess I have no taste for it."
+
+
+def test_the_question_said_again_at_the_end_of_her_answer_is_cut() -> None:
+    gate = guard.Gate(guard.Rules("zh", "你觉得凤姐这个人厉害不厉害？"), before="我")  # heldout7, session 12
+    text = "也不知道凤姐怎么样。她有时候挺能搞怪的。\n\n你觉得凤姐这个人厉害不厉害？"
+    out = "".join(gate.feed(ch) for ch in text) + gate.close()
+    assert gate.reason == "echo" and out.strip() == "也不知道凤姐怎么样。她有时候挺能搞怪的。"
+    gate = guard.Gate(guard.Rules("en", "Do you enjoy dancing?"), before="I")
+    out = gate.feed(" do, very much. Do you enjoy dancing? I should think so.") + gate.close()
+    assert gate.reason == "echo" and out.strip() == "do, very much."
