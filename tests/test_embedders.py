@@ -175,6 +175,7 @@ def test_real_embeddinggemma_finds_the_passage_that_answers():
         pytest.skip(f"EmbeddingGemma is not assembled in {gemma.model_dir()}: run `{gemma.PREPARE}`")
     emb = get_embedder("embeddinggemma")
     assert emb.dim == 768 and emb.query_prompt == "task: question answering | query: "
+    assert emb._model[0].auto_model.config._attn_implementation == "eager"  # measured faster here (docs/knowledge_base.md)
     assert emb.passage("正文", "第一回  标题") == "title: 第一回 标题 | text: 正文"
     docs = ["妙玉用五年前收的梅花上的雪泡茶。", "Mr. Darcy said she was not handsome enough to tempt him.",
             "刘姥姥吃了一口，说好是好，就是淡些。"]
