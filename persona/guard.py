@@ -79,9 +79,11 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
 
 
 def _asked_again(text: str, question: str) -> int:
-    """Where ``text`` says the whole question again, word for word (-1: it does not)."""
+    """Where ``text`` says the whole question again, word for word (-1: it does not). A short question
+    ("How so?", 你好吗) may well be said inside an answer of hers."""
     q = question.strip().rstrip("？?。.!！ ")
-    return text.find(q) if len(q) >= 4 else -1
+    long_enough = len(q.split()) >= 4 if re.fullmatch(r"[\x00-\x7f]+", q) else len(q) >= 6
+    return text.find(q) if long_enough else -1
 
 
 @lru_cache(maxsize=4096)

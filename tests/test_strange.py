@@ -258,3 +258,6 @@ def test_the_question_said_again_at_the_end_of_her_answer_is_cut() -> None:
     gate = guard.Gate(guard.Rules("en", "Do you enjoy dancing?"), before="I")
     out = gate.feed(" do, very much. Do you enjoy dancing? I should think so.") + gate.close()
     assert gate.reason == "echo" and out.strip() == "do, very much."
+    gate = guard.Gate(guard.Rules("en", "How so?"), before="I")
+    out = gate.feed(" hardly know. How so? Because he never said it.") + gate.close()
+    assert not gate.reason and out == " hardly know. How so? Because he never said it."  # short: hers to say
