@@ -227,6 +227,8 @@ def test_a_label_then_the_question_said_back_is_an_echo() -> None:
     assert gate.reason == "echo" and out == ""
     gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
     assert gate.feed("想要念扬州的家吗？") + gate.close() == "" and gate.reason == "echo"  # a word more
+    assert guard.echoes("我近来经常哭泣吗？", "你近来还常常哭吗？", "zh")  # heldout7: asked back, words changed
+    assert not guard.echoes("我近来倒不大哭了。", "你近来还常常哭吗？", "zh")
     gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
     out = gate.feed("常梦见扬州的旧宅子，醒来只是哭。") + gate.close()
     assert not gate.reason and out == "常梦见扬州的旧宅子，醒来只是哭。"
