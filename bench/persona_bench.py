@@ -355,10 +355,14 @@ def offworld_counts() -> int:
         card, lang = load_card(cid), LANG[cid]
         vocab = strange.Vocabulary.of([read_text(CORPUS / book)[0]], lang)
         guard = yaml.safe_load((REPO / "prompts" / f"{lang}.yaml").read_text(encoding="utf-8"))["guard"]
+
+        def off_world(q: str, things_only: bool = False) -> bool:
+            return bool(strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
+                                      names=tuple(card.names), things_only=things_only))
+
         for which in PROMPT_SETS:
             items = read_prompts(which)[cid]
-            off = [bool(strange.judge(x["q"], lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
-                                      names=tuple(card.names))) for x in items]
+            off = [off_world(x["q"]) for x in items]
             adv = [o for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL]
             other = [o for x, o in zip(items, off, strict=True) if x["kind"] not in ADVERSARIAL]
             missed = [x["q"] for x, o in zip(items, off, strict=True) if x["kind"] in ADVERSARIAL and not o]
@@ -367,13 +371,11 @@ def offworld_counts() -> int:
                   + (f"; missed: {' | '.join(missed)}" if missed else "") + (f"; taken: {' | '.join(wrongly)}" if wrongly else ""))
         # Reader mode judges its questions too: a question about the book must never be taken for off-world.
         asked = [x["q"] for x in _book_questions(cid)]
-        taken = [q for q in asked if strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
-                                                   names=tuple(card.names), things_only=True)]
+        taken = [q for q in asked if off_world(q, things_only=True)]
         print(f"{'reader':9} {cid:9} book questions taken for off-world {len(taken)}/{len(asked)}"
               + (f": {' | '.join(taken)}" if taken else ""))
         # The same questions asked in role-play, where every rule applies: ordinary questions she must answer.
-        taken = [q for q in asked if strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
-                                                   names=tuple(card.names))]
+        taken = [q for q in asked if off_world(q)]
         print(f"{'in role':9} {cid:9} book questions taken for off-world {len(taken)}/{len(asked)}"
               + (f": {' | '.join(taken)}" if taken else ""))
     return 0

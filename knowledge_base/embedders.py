@@ -212,8 +212,8 @@ def embeddinggemma(threads: int | None = None) -> Embedder:
     """EmbeddingGemma-300M from the folder ``python -m knowledge_base.gemma prepare`` assembled."""
     from knowledge_base import gemma
 
-    # Eager attention: 6-7% more passages a second than sdpa on 2 cores, in the same batches interleaved
-    # (session 12), vectors at cosine >= 0.9998 to sdpa's.
+    # Eager attention: 6-8% more passages a second than sdpa on 2 cores (bench/gemma_attention.py), vectors
+    # at cosine >= 0.9998 to sdpa's.
     emb = SentenceTransformerEmbedder(gemma.require(), name="embeddinggemma", threads=threads, bf16=_native_bf16(),
                                       attention="eager")
     # Measured on both novels' 100 questions (docs/knowledge_base.md): its question-answering prompt ranked

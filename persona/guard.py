@@ -80,12 +80,11 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
     return answer.rstrip().endswith(("？", "?")) and (said_back >= 0.5 or new <= 0.25)
 
 
-def _asked_again(text: str, question: str) -> int:
+def _asked_again(text: str, question: str, lang: str) -> int:
     """Where ``text`` says the whole question again, word for word (-1: it does not). A short question
     ("How so?", 你好吗) may well be said inside an answer of hers."""
     q = question.strip().rstrip("？?。.!！ ")
-    long_enough = len(q.split()) >= 4 if re.fullmatch(r"[\x00-\x7f]+", q) else len(q) >= 6
-    return text.find(q) if long_enough else -1
+    return text.find(q) if len(units(q, lang)) >= (6 if lang == "zh" else 4) else -1
 
 
 @lru_cache(maxsize=4096)
@@ -113,11 +112,11 @@ def first_word_at(text: str, words: Iterable[str]) -> int:
 _NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|便|因|听了)?(?:道|说道|问道)[：:]\s*[“\"「]"),
               "en": re.compile(r"[,.!?]\"\s+(?:said|cried|replied|returned|answered|added)\s+(?:[A-Z][a-z]+|he|she)\b")}
 # A script's line: a new line opening with a speaker's label (来访人：…, Visitor: …): the model writes both parts.
-_SCRIPT = {"zh": re.compile(r"\n\s*[\u4e00-\u9fff]{1,4}\s*[：:]"), "en": re.compile(r"\n\s*[A-Z][A-Za-z]{0,12}\s*:")}
+_LABEL = {"zh": r"\s*(?P<who>[\u4e00-\u9fff]{1,4})\s*[：:]", "en": r"\s*(?P<who>[A-Z][A-Za-z]{0,12})\s*:"}
+_SCRIPT = {lang: re.compile(r"\n" + label) for lang, label in _LABEL.items()}
 # An answer opening with a label, no quotation after it: what follows may be the question said back
-# (我问：你想要念扬州的家吗？); 我问：… before her own words is hers.
-_LABEL_FIRST = {"zh": re.compile(r"\s*[\u4e00-\u9fff]{1,4}\s*[：:](?!\s*[“\"「『])"),
-                "en": re.compile(r"\s*[A-Z][A-Za-z]{0,12}\s*:(?!\s*[“\"])")}
+# (我问：你想要念扬州的家吗？); 我问：… before her own words is hers, 我：… is a script's line.
+_LABEL_FIRST = {lang: re.compile(label + r"(?!\s*[“\"「『])") for lang, label in _LABEL.items()}
 _SPEAKER = re.compile(r"[我你他她]|I|You|Me|Visitor")  # a label that is only who speaks
 _SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
                 "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
@@ -290,7 +289,7 @@ class Gate:
             done = m is not None and (m.end() < len(opening) or final)
             if done or final:
                 first = opening[: m.end()] if m else opening
-                if label and _SPEAKER.fullmatch(label.group(0).strip(" \t\n：:")):
+                if label and _SPEAKER.fullmatch(label["who"]):
                     return "script", 0  # 我：好啊！… : she writes herself a part
                 if echoes(first, r.question, r.lang, whole=final and first.strip() == opening.strip()):
                     return "echo", 0
@@ -324,7 +323,7 @@ class Gate:
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))
-        asked = _asked_again(fresh, r.question) if r.echo else -1
+        asked = _asked_again(fresh, r.question, r.lang) if r.echo else -1
         if asked >= 0:
             return "echo", asked - len(seen)  # …\n\n你觉得凤姐这个人厉害不厉害？: the question said back at the end
         told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only

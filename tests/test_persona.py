@@ -181,11 +181,11 @@ def test_a_sentence_that_means_what_an_assistant_says_is_caught_without_its_word
 def test_an_assistants_opening_is_caught_inside_a_long_sentence() -> None:
     from persona import tone
 
-    en = tone.judge(tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"]))
+    bank = tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"])
+    en = tone.judge(bank)
     # heldout5 (session 12): the whole sentence scored 0.44, its opening 0.78.
     said = "I am sorry if I misunderstood or misinterpreted your question about why I refused Mr. Bingley's proposal."
-    assert tone.closeness(said, tuple(prompting.texts_for(load_card("elizabeth"))["guard"]["assistant_sentences"])) \
-        < tone.THRESHOLD and en(said)
+    assert tone.closeness(said, bank) < tone.THRESHOLD and en(said)
     # Her own long sentences, from the book, keep their place.
     for hers in ("You are much mistaken if you expect to influence me by such paltry arguments as these.",
                  "I do assure you that I am not one of those young ladies who are so daring as to risk their happiness."):
