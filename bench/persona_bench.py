@@ -51,7 +51,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written in session 12 before any of its role-play changes, run once to report
                "heldout6": REPO / "bench" / "data" / "persona_prompts_heldout6.json",
                # written with heldout6 but kept out of this list (and --offworld's view) until the changes were done
-               "heldout7": REPO / "bench" / "data" / "persona_prompts_heldout7.json"}
+               "heldout7": REPO / "bench" / "data" / "persona_prompts_heldout7.json",
+               # written in session 13 before any of its role-play changes, run first with session 12's code
+               "heldout8": REPO / "bench" / "data" / "persona_prompts_heldout8.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
