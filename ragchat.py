@@ -489,7 +489,8 @@ class Companion:
         words = self._guard_words()
         era = self._era()
         own = self.mode.in_character  # a reader's answer may well restate the question, or name her
-        modern = tuple(dict.fromkeys([*(words.get("modern") or ()), *(off.words if off else ())])) if era else ()
+        # An off-world question's strange words, or the things an ordinary one names that her book never does.
+        modern = tuple(dict.fromkeys([*(words.get("modern") or ()), *(off.words if off is not None else ())])) if era else ()
         figures, unknown = True, None
         if era:
             from persona.strange import book_vocabulary, unknown_words

@@ -53,7 +53,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written with heldout6 but kept out of this list (and --offworld's view) until the changes were done
                "heldout7": REPO / "bench" / "data" / "persona_prompts_heldout7.json",
                # written in session 13 before any of its role-play changes, run first with session 12's code
-               "heldout8": REPO / "bench" / "data" / "persona_prompts_heldout8.json"}
+               "heldout8": REPO / "bench" / "data" / "persona_prompts_heldout8.json",
+               # written with heldout8 but kept out of this list (and --offworld's view) until the changes were done
+               "heldout9": REPO / "bench" / "data" / "persona_prompts_heldout9.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
@@ -72,7 +74,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 9's third held-out set (周杰伦的《青花瓷》)
              "周杰伦", "青花瓷", "奶茶",
              # read in session 12's held-out sets (我竟然是语言类虚拟人)
-             "虚拟")
+             "虚拟",
+             # read in session 13's held-out set (我曾和宝玉一起去玩过王者荣耀)
+             "王者荣耀", "股票", "淘宝")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -88,6 +92,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bservers?\b", r"\bnetflix\b", r"\belectric cars?\b", r"\bstarbucks\b", r"\bspreadsheet",
              # read in session 12's held-out sets (cherry on my pizza; an image-sharing platform like IG)
              r"\bpizza", r"image-sharing", r"\bplatforms?\b", r"climate change",
+             # read in session 13's held-out set (shares in Elon Musk's company; an e-commerce platform)
+             r"\bElon\b", r"\bMusk\b", r"e-commerce", r"\bTesla\b", r"\bAmazon\b", r"video games?",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"

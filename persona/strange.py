@@ -117,14 +117,23 @@ def _noun(word: str) -> bool:
     return len(tags) == 1 and tags[0].flag in NOUN_TAGS
 
 
+def _named_thing(word: str, names: Sequence[str]) -> bool:
+    """A noun of jieba's dictionary (王者, 股票), not one of today's other words (第一次, 感想, 哪里)."""
+    return _segmenter(tuple(names)).FREQ.get(word, 0) > 0 and _noun(word)
+
+
 def unknown_words(vocab: Vocabulary, names: Sequence[str] = ()) -> Callable[[str], list[str]]:
     """A test for guard.Rules.unknown: the nouns of jieba's dictionary in a Chinese text that her book never
-    writes; in English only the capitals' abbreviations it never writes (IG for a barred Instagram, AI, TV): an
-    English book's vocabulary is too small to judge an answer's other words."""
+    writes; in English the names and capitals' abbreviations it never writes (Elon Musk for a barred Tesla, IG
+    for Instagram, AI, TV): an English book's vocabulary is too small to judge an answer's other words."""
     if vocab.lang != "zh":
-        return lambda text: [w for w in dict.fromkeys(_ACRONYM.findall(text)) if not vocab.knows(w)]
-    seg = _segmenter(tuple(names))
-    return lambda text: [w for w in strange_words(text, vocab, names) if seg.FREQ.get(w, 0) > 0 and _noun(w)]
+        def names_and_capitals(text: str) -> list[str]:
+            capitals = [w for w in strange_words(text, vocab, names) if w[0].isupper()]
+            acronyms = [w for w in _ACRONYM.findall(text) if not vocab.knows(w)]
+            return list(dict.fromkeys([*acronyms, *_capitalised_inside(text, capitals)]))
+
+        return names_and_capitals
+    return lambda text: [w for w in strange_words(text, vocab, names) if _named_thing(w, names)]
 
 
 def _capitalised_inside(question: str, strange: Sequence[str]) -> list[str]:
@@ -197,7 +206,9 @@ def judge(question: str, lang: str, modern: Sequence[str], vocab: Vocabulary | N
     score = closeness(question, bank)
     if score >= threshold:
         return OffWorld(f"close to an off-world request ({score:.2f})", words)
-    return OffWorld()
+    # Not from another world, but a thing in it she has never heard of is still not hers to take up
+    # (你玩过王者荣耀吗？ -> 我曾和宝玉一起去玩过王者荣耀。): its nouns her book never writes.
+    return OffWorld("", tuple(w for w in strange if _named_thing(w, names)) if lang == "zh" else ())
 
 
 def warm(card: Any, bank: tuple[str, ...] = ()) -> None:

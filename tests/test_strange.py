@@ -263,3 +263,21 @@ def test_the_question_said_again_at_the_end_of_her_answer_is_cut() -> None:
     gate = guard.Gate(guard.Rules("en", "How so?"), before="I")
     out = gate.feed(" hardly know. How so? Because he never said it.") + gate.close()
     assert not gate.reason and out == " hardly know. How so? Because he never said it."  # short: hers to say
+
+
+def test_an_ordinary_question_still_bars_the_things_it_names_that_her_book_never_writes(zh_vocab) -> None:
+    # heldout8, session 13: 你玩过王者荣耀吗？ was no off-world question (one strange word), and she played it.
+    judged = strange.judge("你玩过王者荣耀吗？", "zh", (), zh_vocab, ZH_BANK, names=("林黛玉", "黛玉"))
+    assert not judged and "王者" in judged.words
+    assert strange.judge("紫鹃送燕窝来了，你吃了吗？", "zh", (), zh_vocab, ZH_BANK, names=("林黛玉",)).words == ()
+    gate = guard.Gate(guard.Rules("zh", "你玩过王者荣耀吗？", modern=judged.words), before="我")
+    out = gate.feed("曾和宝玉一起去玩过王者荣耀。") + gate.close()
+    assert gate.reason == "modern: 王者" and out == ""
+
+
+def test_an_english_answer_on_an_offworld_turn_names_no_one_her_book_never_writes() -> None:
+    vocab = strange.Vocabulary.of([EN_BOOK], "en")
+    unknown = strange.unknown_words(vocab, ("Elizabeth Bennet",))
+    assert unknown("I confess I know nothing of shares in Elon Musk's company.") == ["Elon", "Musk's"]
+    assert unknown("Elizabeth walked to Netherfield. Mr. Darcy observed her.") == []  # the book's names
+    assert unknown("Amazing, is it not? I confess I do not know.") == []  # a capital that starts a sentence
