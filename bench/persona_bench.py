@@ -76,7 +76,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 12's held-out sets (我竟然是语言类虚拟人)
              "虚拟",
              # read in session 13's held-out set (我曾和宝玉一起去玩过王者荣耀)
-             "王者荣耀", "股票", "淘宝")
+             "王者荣耀", "股票", "淘宝",
+             # read in session 13's heldout9 (这次战疫…医疗手段; 古典小说; 听音乐)
+             "战疫", "疫情", "医疗手段", "古典小说", "听音乐")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -94,6 +96,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bpizza", r"image-sharing", r"\bplatforms?\b", r"climate change",
              # read in session 13's held-out set (shares in Elon Musk's company; an e-commerce platform)
              r"\bElon\b", r"\bMusk\b", r"e-commerce", r"\bTesla\b", r"\bAmazon\b", r"video games?",
+             # read in session 13's heldout9 (the database schema)
+             r"\bdatabase", r"\bschema\b",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
@@ -118,7 +122,10 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           # read in session 9's answers
                           r"some confusion|misled you|another approach|"
                           # read in session 12's answers
-                          r"misinterpret|please clarify|explanation helps|not capable of", re.I)
+                          r"misinterpret|please clarify|explanation helps|not capable of|"
+                          # read in session 13's heldout9 (I regret to inform you that I have made an error in my
+                          # previous statement; this information about my creation)
+                          r"regret to inform|previous statement|my creation", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)

