@@ -42,7 +42,8 @@ class EnglishAttributor:
         adv = r"(?:\w+ly\s+)?"
         # "…," said Elizabeth / "…" Elizabeth replied / "…," said she, laughing
         self._tail = [re.compile(rf"^[\s,]*{adv}{_EN_VERB}\s+{adv}(?:{who})\b(?!\s+(?:{alias}))"),
-                      re.compile(rf"^[\s,]*{who}\s+{adv}{_EN_VERB}\b")]
+                      # not "Elizabeth replied that it was": reported speech, the quotation was someone else's
+                      re.compile(rf"^[\s,]*{who}\s+{adv}{_EN_VERB}\b(?!\s+that\b)")]
         # Elizabeth replied, "…" / Elizabeth, after a pause, answered: "…"
         self._lead = re.compile(
             rf"^\s*(?:(?:And|But|Then|So|Here|At\s+length|At\s+last)\s*,?\s+)?{who}\s+{adv}{_EN_VERB}\b[^.!?\"]{{0,70}}[,:]\s*$")

@@ -29,7 +29,7 @@ from characters import Card, texts_dir
 from fileio import write_text_atomic
 from settings import paths
 
-VERSION = 1  # bump when the rules change: cached scenes are then rebuilt
+VERSION = 2  # bump when the rules change: cached scenes are then rebuilt (2: reported speech is no tag)
 MAX_SCENE_TOKENS = 100
 _ZH_SPACE = re.compile(r"\s*([\u3000-\u9fff\uff00-\uffef“”‘’「」『』])\s*")
 

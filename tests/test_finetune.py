@@ -82,6 +82,14 @@ def test_english_tags_paragraph_and_safe_pronouns():
                    "Then I shall go with Jane.", "Can this be Mr. Darcy?"]
 
 
+def test_reported_speech_after_a_quotation_is_no_tag():
+    # Pride and Prejudice, ch. 20: Mr. Bennet's words, then Elizabeth's reply told, not quoted.
+    text = ('"Come here, child," cried her father as she appeared. "I have sent for you on an affair of '
+            'importance. Is it true?" Elizabeth replied that it was. "Very well."\n\n'
+            '"I have, sir," Elizabeth replied.')
+    assert outputs(text, ["Elizabeth"]) == ["I have, sir."]
+
+
 def test_english_other_verbs_and_male_pronoun():
     got = outputs(HOLMES, ["Holmes", "Sherlock Holmes"])
     assert got == ["How on earth did you know that?", "Nothing."]
