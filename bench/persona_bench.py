@@ -55,7 +55,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written in session 13 before any of its role-play changes, run first with session 12's code
                "heldout8": REPO / "bench" / "data" / "persona_prompts_heldout8.json",
                # written with heldout8 but kept out of this list (and --offworld's view) until the changes were done
-               "heldout9": REPO / "bench" / "data" / "persona_prompts_heldout9.json"}
+               "heldout9": REPO / "bench" / "data" / "persona_prompts_heldout9.json",
+               # written after heldout9's first run and the changes it prompted; kept out until session 13's were done
+               "heldout10": REPO / "bench" / "data" / "persona_prompts_heldout10.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
