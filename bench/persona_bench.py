@@ -80,7 +80,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 13's held-out set (我曾和宝玉一起去玩过王者荣耀)
              "王者荣耀", "股票", "淘宝",
              # read in session 13's heldout9 (这次战疫…医疗手段; 古典小说; 听音乐)
-             "战疫", "疫情", "医疗手段", "古典小说", "听音乐")
+             "战疫", "疫情", "医疗手段", "古典小说", "听音乐",
+             # read in session 13's heldout10 (网上购买…物流速度; 乳液和面霜; 去公园; 大自然)
+             "网上", "物流", "乳液", "面霜", "公园", "大自然")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -100,6 +102,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bElon\b", r"\bMusk\b", r"e-commerce", r"\bTesla\b", r"\bAmazon\b", r"video games?",
              # read in session 13's heldout9 (the database schema)
              r"\bdatabase", r"\bschema\b",
+             # read in session 13's heldout10 (the web for shopping; makeup)
+             r"\bweb\b", r"\bmake-?up\b",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
@@ -111,7 +115,9 @@ ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "
                 # read in session 7's answers: an assistant's offers, summaries and homework
                 "有什么想聊", "相应的答案", "给出答案", "让我们共同", "求根公式", "方程", "总体来说",
                 # read in session 12's held-out sets: the book as a book, a script's label, an assistant's sermon
-                "书里没有写", "书中的内容", "我：", "我问：你", "值得我们", "尊重他人", "回应这个")
+                "书里没有写", "书中的内容", "我：", "我问：你", "值得我们", "尊重他人", "回应这个",
+                # read in session 13's heldout10: an assistant's refusal; a sum worked out (365乘以24)
+                "不能参与", "乘以")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
@@ -127,7 +133,11 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"misinterpret|please clarify|explanation helps|not capable of|"
                           # read in session 13's heldout9 (I regret to inform you that I have made an error in my
                           # previous statement; this information about my creation)
-                          r"regret to inform|previous statement|my creation", re.I)
+                          r"regret to inform|previous statement|my creation|"
+                          # read in session 13's heldout10 (I am not a human being; amazed at your intelligence;
+                          # all our previous conversations; what kind of tasks; the passage; sums worked out)
+                          r"not a human|personal opinions|your intelligence|previous conversations|kinds? of tasks|"
+                          r"\bthe passages?\b|\bplus\b|\bequals\b", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
