@@ -6,6 +6,7 @@ The order serves llama.cpp's prefix cache:
 
     [system: card + her classic scenes + mode rules]  static for the whole conversation
     (+ a summary of turns dropped from the history: changes only when the history is trimmed)
+    [role-play: the card's example exchanges, as the conversation's first turns]  static too
     [earlier turns, verbatim]                         unchanged since they were sent
     [this turn: new passages + her own lines + what she remembers of the reader + the question]
 
@@ -46,8 +47,10 @@ class Budget:
     # The whole static head: persona, speaking style, her era, example exchanges, her classic scenes and
     # the mode's rules. Its llama.cpp state is saved once (llm/prompt_state.py), so its size costs nothing
     # per turn; the scenes take what the rest leaves, up to ``scenes`` (docs/persona.md).
-    card: int = 1500
-    dialogue: int = 180  # the card's example exchanges (role-play), inside ``card``
+    card: int = 1650
+    # The card's example exchanges (role-play), sent as turns after the system prompt, inside ``card``: five
+    # short ones (two of them her way with a question from another world) ~290 tokens.
+    dialogue: int = 320
     scenes: int = 900  # her classic scenes from the book (persona/scenes.py, role-play), inside ``card``
     passages: int = 700  # the first turn's passages
     # A follow-up's passages are read while the reader waits (all before them is cached): small. At 80 a
@@ -191,19 +194,30 @@ for _m in (_READER, _ROLEPLAY):
     MODES.register(_m.name)(lambda m=_m: m)
 
 
-def dialogue_block(card: Card, texts: dict[str, Any], budget: int) -> str:
-    """The card's example exchanges, as many as fit ``budget`` tokens (the first ones first)."""
-    lab = texts["labels"]
-    shown: list[str] = []
+TURN_MARKS = 10  # tokens a chat template adds around one exchange (<|im_start|>user … <|im_end|> …)
+
+
+def example_turns(card: Card, mode: Mode, budget: Budget) -> list[tuple[str, str]]:
+    """Role-play's example exchanges from her card as (the visitor's message, her reply): the conversation's
+    first turns, the visitor's words labelled as a real turn's are. The 1.5B model keeps to the manner of
+    replies it "gave" earlier far more than to examples described in the system text (docs/persona.md,
+    session 13). As many as fit, the first first, within ``budget.dialogue`` and half of what the mode's
+    rules leave of the card's budget: the persona comes first."""
+    if not mode.examples:
+        return []
+    texts = texts_for(card)
+    room = min(budget.dialogue, (budget.card - count_tokens(mode.text(texts, "rules", card.name)) - 2) // 2)
+    turns: list[tuple[str, str]] = []
     for ex in card.example_dialogue:
         user, reply = str(ex.get("user", "")).strip(), str(ex.get("reply", "")).strip()
         if not (user and reply):
             continue
-        pair = f"{lab['visitor']}{lab['separator']}{user}\n{card.name}{lab['separator']}{reply}"
-        if count_tokens("\n\n".join([lab["dialogue"], *shown, pair])) > budget:
+        said = texts["labels"]["chat"] + "\n" + user
+        room -= count_tokens(said) + count_tokens(reply) + TURN_MARKS
+        if room < 0:
             break
-        shown.append(pair)
-    return lab["dialogue"] + "\n" + "\n\n".join(shown) if shown else ""
+        turns.append((said, reply))
+    return turns
 
 
 def _fit(blocks: list[str], label: str, room: int) -> str:
@@ -218,8 +232,8 @@ def _fit(blocks: list[str], label: str, room: int) -> str:
 
 def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] | None = None,
                   scenes: list[str] | None = None) -> str:
-    """The static head of every prompt: who she is, how she speaks, her era, example exchanges, her classic
-    scenes from the book, the mode's rules.
+    """The static head of every prompt: who she is, how she speaks, her era, her classic scenes from the
+    book, the mode's rules (her example exchanges follow it as turns: example_turns).
 
     ``world``: the lorebook's stable entries by place (cards.worldinfo.WorldInfo.head), kept within
     Budget.lore and never cut here. ``scenes``: her exchanges from the book (persona.scenes.head_scenes),
@@ -231,17 +245,16 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
         rules = with_original(card.system_prompt, rules)
     world = world or {}
     room = budget.card - count_tokens(rules) - 2
-    # The exchanges never take more than half of what the rules leave: the persona comes first.
-    dialogue = dialogue_block(card, texts, min(budget.dialogue, room // 2)) if mode.examples else ""
+    # Her example exchanges follow this text as turns of their own (example_turns): their room is kept.
+    room -= sum(count_tokens(u) + count_tokens(r) + TURN_MARKS for u, r in example_turns(card, mode, budget))
     era = f"{lab.get('era', '')}\n{card.era.strip()}".strip() if mode.in_character and card.era.strip() else ""
     head = "\n\n".join(p for p in (card.persona.strip(), card.speaking_style.strip(), card.scenario.strip(), era) if p)
-    room -= count_tokens(dialogue) + 2 if dialogue else 0
     while head and count_tokens(head) > room:  # an over-long card is cut, never the rules at its end
         head = head[: int(len(head) * 0.9)]
     room -= count_tokens(head) + 2 if head else 0
     lore_after = "\n\n".join(world[p] for p in ("after_desc", "personality", "scenario") if world.get(p))
     shown = _fit(scenes or [], lab.get("scenes", ""), min(budget.scenes, room)) if mode.examples else ""
-    return "\n\n".join(p for p in (world.get("before_desc", ""), head, lore_after, shown, dialogue, rules) if p)
+    return "\n\n".join(p for p in (world.get("before_desc", ""), head, lore_after, shown, rules) if p)
 
 
 def turn_prompt(card: Card, mode: Mode, text: str, passages: list[tuple[Hit, str]], lines: list[str],

@@ -125,6 +125,7 @@ class PreparedTurn:
     lore: list[int] = field(default_factory=list)  # entries written into ``prompt``
     fired: list[dict] = field(default_factory=list)  # every entry that fired (Fired.to_dict), for the page
     off_world: OffWorld = field(default_factory=OffWorld)  # the question comes from outside her world
+    head: int = 1  # how many of ``messages`` are the static head (Companion.head): its saved state is restored
 
 
 class Companion:
@@ -221,7 +222,15 @@ class Companion:
     def prepare_prefix(self) -> bool:
         """Save the model's state for this character's prompt head, so first turns skip it (llama.cpp)."""
         prepare = getattr(self.llm, "prepare_prefix", None)
-        return bool(prepare and prepare(self.system()))
+        return bool(prepare and prepare(self.head()))
+
+    def head(self, summary: str = "") -> list[BaseMessage]:
+        """The prompt's static head: the system prompt (``summary`` of dropped turns at its end), then in
+        role-play her card's example exchanges as the conversation's first turns (prompting.example_turns)."""
+        messages: list[BaseMessage] = [SystemMessage(self.system() + ("\n\n" + summary if summary else ""))]
+        for said, reply in prompting.example_turns(self.card, self.mode, self.budget):
+            messages += [HumanMessage(said), AIMessage(reply)]
+        return messages
 
     def system(self) -> str:
         """The prompt's static head (with her lorebook's stable entries, when she has a lorebook, and her
@@ -343,8 +352,8 @@ class Companion:
         passages = self._passages(text, hits)
         lines = self._own_lines(text, hits) if self.mode.examples and not about_reader else []
         history = self._history_messages()
-        system = self.system()
         summary = self._summary()
+        head = self.head(summary)
         prefill = self._prefill()
         if about_reader and prefill:
             prefill = self._prefill("memory_prefill") or prefill
@@ -359,7 +368,7 @@ class Companion:
         shown = [] if off and not self.mode.in_character else passages
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(shown, 1)]
         tokens = {
-            "card": count_tokens(system),
+            "card": sum(count_tokens(str(m.content)) for m in head) - (count_tokens(summary) if summary else 0),
             "history": sum(count_tokens(str(m.content)) for m in history),
             "passages": sum(count_tokens(b) for _, b in passages),
             "examples": sum(count_tokens(x) for x in lines),
@@ -370,13 +379,13 @@ class Companion:
         if self.world:  # a character with a lorebook: what this turn's world info costs
             tokens["lore"] = sum(f.tokens for f in world.fired)
         # The summary of dropped turns ends the system message: it changes only when older turns are dropped.
-        messages = [SystemMessage(system + ("\n\n" + summary if summary else "")), *history, HumanMessage(prompt)]
+        messages = [*head, *history, HumanMessage(prompt)]
         if prefill:
             messages.append(AIMessage(prefill))
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
                             "" if hits or about_reader else "no passage matched this question",
                             round((time.perf_counter() - t0) * 1000, 1), world.rendered,
-                            [f.to_dict() for f in world.fired], off)
+                            [f.to_dict() for f in world.fired], off, len(head))
 
     def _world(self, text: str):  # -> cards.worldinfo.TurnInfo
         """This turn's world info: the recent messages (her greeting first) scanned; entries still in the
@@ -418,7 +427,7 @@ class Companion:
                 yield TextDelta(prepared.prefill)  # shown at once; timings wait for the model's own first token
             restore = getattr(self.llm, "restore_prefix", None)
             if restore is not None and not self.history:  # a first turn: load her prompt head's saved state
-                restore(str(prepared.messages[0].content))
+                restore(prepared.messages[:prepared.head])
             for piece in self._guarded(prepared, text, run, sampling):
                 if piece is None:  # the model's first token, before the guard lets text through
                     first = first or time.perf_counter()
@@ -520,7 +529,8 @@ class Companion:
         dice; one that trips later is continued once from what was shown (or ends there, on a backend that
         cannot continue an answer). If nothing passes, she says the card's language's fallback line."""
         # Her answer recites neither her prompt's head nor a turn's reminder.
-        head = "\n".join([str(prepared.messages[0].content), *prompting.reminders(self.card, self.mode)])
+        head = "\n".join([*(str(m.content) for m in prepared.messages[:prepared.head]),
+                          *prompting.reminders(self.card, self.mode)])
         rules = self._rules(text, head, prepared.off_world)
         sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
         cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -109,12 +109,13 @@ class LlamaCppChat(BaseChatModel):
         """The loaded llama.cpp server (its HTTP address is ``server.listening_address``)."""
         return llama_server(self.model_path, self.n_ctx, self.n_threads)
 
-    def restore_prefix(self, head: str) -> bool:
-        """Before a first turn: load the saved state of this system prompt, if one was prepared."""
+    def restore_prefix(self, head: str | Sequence[BaseMessage]) -> bool:
+        """Before a first turn: load the saved state of this prompt head (the system prompt, or the messages
+        that open every conversation), if one was prepared."""
         return prompt_state.restore(self.server, self.model_path, head)
 
-    def prepare_prefix(self, head: str) -> bool:
-        """Make sure a saved state of this system prompt exists (computing it takes seconds); True if made now."""
+    def prepare_prefix(self, head: str | Sequence[BaseMessage]) -> bool:
+        """Make sure a saved state of this prompt head exists (computing it takes seconds); True if made now."""
         if prompt_state.has_state(self.model_path, head):
             return False
         prompt_state.save(self.server, self.model_path, head)

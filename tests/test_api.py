@@ -217,9 +217,12 @@ def test_the_messages_become_her_conversation(home: Path, tiny_qwen_dir: Path,  
     system = sent[0].content
     assert isinstance(sent[0], SystemMessage) and "Answer in one sentence." in system
     assert system.index("Elizabeth") < system.index("Answer in one sentence.")  # her card first, then the client's
-    assert [type(m) for m in sent[1:5]] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
-    assert [m.content for m in sent[1:5]] == ["", "Good day to you.", "Where did you walk?", "To Netherfield."]
-    assert isinstance(sent[5], HumanMessage) and KITTEN in sent[5].content and "Pemberley-Puss" in sent[5].content
+    # Her card's example exchanges open the conversation (role-play), then the client's turns.
+    k = next(i for i, m in enumerate(sent) if m.content == "Good day to you.") - 1
+    assert k > 1 and [type(m) for m in sent[1:3]] == [HumanMessage, AIMessage]
+    assert [type(m) for m in sent[k:k + 4]] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
+    assert [m.content for m in sent[k:k + 4]] == ["", "Good day to you.", "Where did you walk?", "To Netherfield."]
+    assert isinstance(sent[k + 4], HumanMessage) and KITTEN in sent[k + 4].content and "Pemberley-Puss" in sent[k + 4].content
     assert (params["temperature"], params["top_p"], params["max_tokens"], params["seed"]) == (0.3, 0.5, 3, 7)
     assert "zzz" in params["stop"] and "[Visitor" in params["stop"]  # the client's, and where her role-play ends
 

@@ -277,8 +277,12 @@ def test_a_character_built_from_a_book_gets_her_scenes_in_the_cached_head(zh_sto
     bot = Companion(zh_store, mode="roleplay", llm=object())  # the model is not called
     head = bot.system()
     assert "【书中的你】" in head and "我不过胡诌几句" in head  # an exchange of hers from the book just built
-    assert head.index("【书中的你】") < head.index("【对话示例】") < head.index("现在你与来访者闲谈")
-    assert prompting.count_tokens(head) <= Budget().card and bot.system() == head  # static: its state is saved
+    assert head.index("【书中的你】") < head.index("现在你与来访者闲谈")
+    turns = bot.head()[1:]  # her card's example exchanges follow as the conversation's first turns
+    assert turns and [m.type for m in turns[:2]] == ["human", "ai"] and "【对话示例】" not in head
+    whole = sum(prompting.count_tokens(str(m.content)) + (prompting.TURN_MARKS / 2 if m.type != "system" else 0)
+                for m in bot.head())
+    assert whole <= Budget().card and bot.system() == head  # static: its state is saved
     cached = list((zhiyin_home / ".cache" / "persona").glob("daiyu-*.json"))
     assert len(cached) == 1  # chosen once, then read from disk
     assert "【书中的你】" not in Companion(zh_store, mode="reader", llm=object()).system()

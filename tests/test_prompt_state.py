@@ -33,3 +33,16 @@ def test_a_first_turn_evaluates_only_what_follows_the_saved_head(zhiyin_home) ->
     assert cached >= 300 and evaluated < 30, (cached, evaluated)
     # A changed card is another head: no stale state is restored for it.
     assert model.restore_prefix(head + "（改过的卡片）") is False
+
+    # In role-play the head goes on with her card's example exchanges, sent as turns: saved with it.
+    # (One test: the resident llama.cpp server keeps the folder of the home it was started in.)
+    from ragchat import Companion
+
+    turns = Companion("elizabeth", mode="roleplay", llm=model).head()
+    assert len(turns) >= 3 and model.prepare_prefix(turns) is True
+    assert prompt_state.state_name(model.model_path, turns) != prompt_state.state_name(model.model_path, str(turns[0].content))
+    list(model.stream([turns[0], HumanMessage("Who is Jane?")]))  # the slot now holds a shorter head
+    assert model.restore_prefix(turns) is True
+    chunks = list(model.stream([*turns, HumanMessage("Do you like Kent?")]))
+    t = next(c.response_metadata["timings"] for c in chunks if "timings" in c.response_metadata)
+    assert int(t["cache_n"]) >= 400 and int(t["prompt_n"]) < 30, t

@@ -327,13 +327,18 @@ def test_roleplay_shows_the_cards_example_exchanges_and_reader_mode_does_not(zh_
     card = load_card(zh_store)
     assert card.example_dialogue, "the bundled card ships example exchanges"
     first = card.example_dialogue[0]
-    roleplay = ragchat.system_prompt(card, ragchat.MODES.create("roleplay"), Budget())
-    reader = ragchat.system_prompt(card, ragchat.MODES.create("reader"), Budget())
-    assert f"{card.name}：{first['reply']}" in roleplay and first["user"] in roleplay
-    assert first["reply"] not in reader
+    roleplay = Companion(zh_store, mode="roleplay", llm=object()).head()
+    reader = Companion(zh_store, mode="reader", llm=object()).head()
+    # Sent as the conversation's first turns: the visitor's words labelled as in a real turn, then her reply.
+    assert [m.type for m in roleplay[:3]] == ["system", "human", "ai"]
+    assert roleplay[1].content.endswith(first["user"]) and roleplay[2].content == first["reply"]
+    assert len(reader) == 1 and first["reply"] not in reader[0].content
     # They fit inside the card budget with the persona, which keeps priority.
-    small = ragchat.system_prompt(card, ragchat.MODES.create("roleplay"), Budget(card=300))
-    assert count_tokens(small) <= 300 and small.startswith(card.persona.strip()[:10])
+    mode, small = ragchat.MODES.create("roleplay"), Budget(card=300)
+    system, turns = ragchat.system_prompt(card, mode, small), prompting.example_turns(card, mode, small)
+    used = count_tokens(system) + sum(count_tokens(u) + count_tokens(r) + prompting.TURN_MARKS for u, r in turns)
+    assert used <= 300 and system.startswith(card.persona.strip()[:10])
+    assert len(turns) < len(prompting.example_turns(card, mode, Budget()))
 
 
 def test_each_mode_sends_its_own_temperature_to_the_model(zh_store, tiny_llm) -> None:
