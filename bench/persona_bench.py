@@ -82,7 +82,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 13's heldout9 (这次战疫…医疗手段; 古典小说; 听音乐)
              "战疫", "疫情", "医疗手段", "古典小说", "听音乐",
              # read in session 13's heldout10 (网上购买…物流速度; 乳液和面霜; 去公园; 大自然)
-             "网上", "物流", "乳液", "面霜", "公园", "大自然")
+             "网上", "物流", "乳液", "面霜", "公园", "大自然", "主播",
+             # a poem of 1936 (沁园春·雪) given as hers
+             "略输文采")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -137,7 +139,7 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           # read in session 13's heldout10 (I am not a human being; amazed at your intelligence;
                           # all our previous conversations; what kind of tasks; the passage; sums worked out)
                           r"not a human|personal opinions|your intelligence|previous conversations|kinds? of tasks|"
-                          r"\bthe passages?\b|\bplus\b|\bequals\b", re.I)
+                          r"\bthe passages?\b|\bplus\b|\bequals\b|enough information", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
