@@ -57,7 +57,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written with heldout8 but kept out of this list (and --offworld's view) until the changes were done
                "heldout9": REPO / "bench" / "data" / "persona_prompts_heldout9.json",
                # written after heldout9's first run and the changes it prompted; kept out until session 13's were done
-               "heldout10": REPO / "bench" / "data" / "persona_prompts_heldout10.json"}
+               "heldout10": REPO / "bench" / "data" / "persona_prompts_heldout10.json",
+               # written after heldout10's first run, before the changes it prompted; kept out until they were done
+               "heldout11": REPO / "bench" / "data" / "persona_prompts_heldout11.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
