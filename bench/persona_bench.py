@@ -29,6 +29,7 @@ import re
 import statistics
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 13's heldout10 (网上购买…物流速度; 乳液和面霜; 去公园; 大自然)
              "网上", "物流", "乳液", "面霜", "公园", "大自然", "主播",
              # a poem of 1936 (沁园春·雪) given as hers
-             "略输文采")
+             "略输文采",
+             # read in session 13's heldout11 (我只喜欢雪碧; 现在的生活节奏太快了)
+             "雪碧", "可乐", "生活节奏", "接种", "经济条件")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -108,6 +111,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bdatabase", r"\bschema\b",
              # read in session 13's heldout10 (the web for shopping; makeup)
              r"\bweb\b", r"\bmake-?up\b",
+             # read in session 13's heldout11
+             r"coca-cola", r"\bsprite\b",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
@@ -121,7 +126,9 @@ ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "
                 # read in session 12's held-out sets: the book as a book, a script's label, an assistant's sermon
                 "书里没有写", "书中的内容", "我：", "我问：你", "值得我们", "尊重他人", "回应这个",
                 # read in session 13's heldout10: an assistant's refusal; a sum worked out (365乘以24)
-                "不能参与", "乘以")
+                "不能参与", "乘以",
+                # read in session 13's heldout11 (我只知道我在书里见过紫鹃…那个场景)
+                "书里见过", "那个场景")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
@@ -141,7 +148,10 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           # read in session 13's heldout10 (I am not a human being; amazed at your intelligence;
                           # all our previous conversations; what kind of tasks; the passage; sums worked out)
                           r"not a human|personal opinions|your intelligence|previous conversations|kinds? of tasks|"
-                          r"\bthe passages?\b|\bplus\b|\bequals\b|enough information", re.I)
+                          r"\bthe passages?\b|\bplus\b|\bequals\b|enough information|"
+                          # read in session 13's heldout11 (My knowledge is limited; if you have read my book;
+                          # I do not possess true feelings)
+                          r"knowledge is limited|\bmy book\b|true feelings", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
@@ -212,6 +222,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
         "unfinished": not re.search(r"[。！？!?.”\"』」）)]\s*$", answer) or answer.rstrip().endswith("…"),
     }
     out["fault"] = bool(out["breaking"] or loop or echo or old)
+    # Not a fault either: the guard's last resort ("我竟听不懂你这话…") said to a question of her own world.
+    out["fallback"] = answer.strip() in _fallback_lines(lang)
     if item and item.get("expect"):
         low = answer.lower()
         out["fact_ok"] = any(e in low for e in item["expect"]) and not any(r in low for r in item.get("reject", []))
@@ -336,6 +348,15 @@ def run_assistant(prompts: dict[str, list[dict]], args: argparse.Namespace) -> d
     return rows
 
 
+@lru_cache(maxsize=2)
+def _fallback_lines(lang: str) -> frozenset[str]:
+    """The lines she says when nothing passed her guard (prompts/<lang>.yaml)."""
+    import yaml
+
+    guard = yaml.safe_load((REPO / "prompts" / f"{lang}.yaml").read_text(encoding="utf-8"))["guard"]
+    return frozenset([str(guard["fallback"]).strip(), *(str(x).strip() for x in guard["offworld_fallback"])])
+
+
 def summarise(rows: list[dict]) -> dict:
     def share(key: str, subset: list[dict] | None = None) -> float | None:
         s = rows if subset is None else subset
@@ -351,6 +372,8 @@ def summarise(rows: list[dict]) -> dict:
         "facts_ok": share("fact_ok", facts), "n_facts": len(facts), "unfinished": share("unfinished"),
         "length_median": statistics.median([r["length"] for r in rows]) if rows else None,
         "retried": sum(1 for r in rows if r.get("guard")),
+        # ordinary and wrong-premise questions (her world's) met with the fallback line
+        "fallback_in_world": share("fallback", [r for r in rows if r["kind"] in ("ordinary", "wrong")]),
     }
 
 
@@ -427,7 +450,7 @@ def print_table(runs: list[dict]) -> None:
             print(f"{run['label']:14} {cid:10} n={s['n']:2} 1st-p {s['first_person']} break {s['breaking']} "
                   f"loops {s['loops']} echo {s['echoes']} anachr {s['anachronisms']} faults {s['faults']} "
                   f"(adversarial {s['faults_adversarial']}) facts {s['facts_ok']} unfinished {s.get('unfinished')} "
-                  f"len {s['length_median']} "
+                  f"len {s['length_median']} fallback {s.get('fallback_in_world')} "
                   f"style {s['style']['answers']} (ceiling {s['style']['ceiling_held_out_lines']})")
 
 
