@@ -49,6 +49,29 @@ def _squash(text: str, lang: str) -> str:
     return "".join(text.split()) if lang == "zh" else " ".join(text.split())
 
 
+def home_args(doc: str, out: str) -> argparse.Namespace:
+    """--home (a home this bench built and upgraded) and --out (bench/results/OUT) for the benches over it."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--home", required=True, help="the ZHIYIN_HOME kb_bench.py --home built and upgraded")
+    p.add_argument("--out", type=Path, default=HERE / "results" / out)
+    return p.parse_args()
+
+
+def upgraded_stores(home: str):  # -> Iterator[tuple[str, str, KnowledgeStore, list[tuple[str, list[dict]]]]]
+    """For the benches that read the stores ``kb_bench.py --home HOME --upgrade --upgrade-to embeddinggemma``
+    left: (book, language, its store on EmbeddingGemma with windows, [("ours", questions), ("held-out", …)])."""
+    os.environ["ZHIYIN_HOME"] = home
+    from knowledge_base.store import KnowledgeStore
+
+    for book, (_, cid, lang) in BOOKS.items():
+        store = KnowledgeStore.open(cid)
+        if store._dense_indexes[0].name != "embeddinggemma" or store._windows is None:
+            raise SystemExit(f"{cid} in {home} is not on EmbeddingGemma with windows; run kb_bench --upgrade first")
+        sets = [(name, json.loads(path.read_text(encoding="utf-8"))[book])
+                for name, path in (("ours", QUESTIONS), ("held-out", HELDOUT))]
+        yield book, lang, store, sets
+
+
 def _child(argv: list[str]) -> None:
     """In a child process: one build or upgrade, its report as JSON on stdout."""
     from knowledge_base.builder import build, upgrade

@@ -9,7 +9,6 @@ as kb_bench. Writes bench/results/kb_second_look.json and prints a table.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,27 +24,20 @@ DEPTHS = (10, 20)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--home", required=True, help="the ZHIYIN_HOME kb_bench.py --home built and upgraded")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "kb_second_look.json")
-    args = p.parse_args()
-    os.environ["ZHIYIN_HOME"] = args.home
     import kb_bench
+
+    args = kb_bench.home_args(__doc__, "kb_second_look.json")
 
     from knowledge_base import windows
     from knowledge_base.embedders import get_embedder
-    from knowledge_base.store import CANDIDATES, KnowledgeStore
+    from knowledge_base.store import CANDIDATES
 
     emb = get_embedder("embeddinggemma")
     shipped = (windows.PASSAGE_WEIGHT, windows.DEPTH)
     results: dict = {"shipped": {"weight": shipped[0], "depth": shipped[1]}, "books": {}}
-    for book, (_, cid, lang) in kb_bench.BOOKS.items():
-        store = KnowledgeStore.open(cid)
+    for book, lang, store, sets in kb_bench.upgraded_stores(args.home):
         index = store._dense_indexes[0]
-        if index.name != "embeddinggemma" or store._windows is None:
-            raise SystemExit(f"{cid} in {args.home} is not on EmbeddingGemma with windows; run kb_bench --upgrade first")
-        for name, path in (("ours", kb_bench.QUESTIONS), ("held-out", kb_bench.HELDOUT)):
-            questions = json.loads(path.read_text(encoding="utf-8"))[book]
+        for name, questions in sets:
             vecs = emb.embed([q["q"] for q in questions], query=True)
             row = {}
             for weight in WEIGHTS:
