@@ -224,10 +224,10 @@ class Companion:
         prepare = getattr(self.llm, "prepare_prefix", None)
         return bool(prepare and prepare(self.head()))
 
-    def head(self, summary: str = "") -> list[BaseMessage]:
-        """The prompt's static head: the system prompt (``summary`` of dropped turns at its end), then in
-        role-play her card's example exchanges as the conversation's first turns (prompting.example_turns)."""
-        messages: list[BaseMessage] = [SystemMessage(self.system() + ("\n\n" + summary if summary else ""))]
+    def head(self) -> list[BaseMessage]:
+        """The prompt's static head: the system prompt, then in role-play her card's example exchanges as the
+        conversation's first turns (prompting.example_turns). Its llama.cpp state is saved (prepare_prefix)."""
+        messages: list[BaseMessage] = [SystemMessage(self.system())]
         for said, reply in prompting.example_turns(self.card, self.mode, self.budget):
             messages += [HumanMessage(said), AIMessage(reply)]
         return messages
@@ -353,7 +353,7 @@ class Companion:
         lines = self._own_lines(text, hits) if self.mode.examples and not about_reader else []
         history = self._history_messages()
         summary = self._summary()
-        head = self.head(summary)
+        head = self.head()
         prefill = self._prefill()
         if about_reader and prefill:
             prefill = self._prefill("memory_prefill") or prefill
@@ -368,7 +368,7 @@ class Companion:
         shown = [] if off and not self.mode.in_character else passages
         sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(shown, 1)]
         tokens = {
-            "card": sum(count_tokens(str(m.content)) for m in head) - (count_tokens(summary) if summary else 0),
+            "card": sum(count_tokens(str(m.content)) for m in head),
             "history": sum(count_tokens(str(m.content)) for m in history),
             "passages": sum(count_tokens(b) for _, b in passages),
             "examples": sum(count_tokens(x) for x in lines),
@@ -379,6 +379,8 @@ class Companion:
         if self.world:  # a character with a lorebook: what this turn's world info costs
             tokens["lore"] = sum(f.tokens for f in world.fired)
         # The summary of dropped turns ends the system message: it changes only when older turns are dropped.
+        if summary:
+            head[0] = SystemMessage(f"{head[0].content}\n\n{summary}")
         messages = [*head, *history, HumanMessage(prompt)]
         if prefill:
             messages.append(AIMessage(prefill))
