@@ -197,6 +197,12 @@ for _m in (_READER, _ROLEPLAY):
 TURN_MARKS = 10  # tokens a chat template adds around one exchange (<|im_start|>user … <|im_end|> …)
 
 
+def mode_rules(card: Card, mode: Mode, texts: dict[str, Any]) -> str:
+    """The mode's rules that end the system prompt (a card's own system prompt around them, where it has one)."""
+    rules = mode.text(texts, "rules", card.name)
+    return with_original(card.system_prompt, rules) if mode.card_prompts else rules
+
+
 def example_turns(card: Card, mode: Mode, budget: Budget) -> list[tuple[str, str]]:
     """Role-play's example exchanges from her card as (the visitor's message, her reply): the conversation's
     first turns, the visitor's words labelled as a real turn's are (as SillyTavern can send example messages).
@@ -206,7 +212,7 @@ def example_turns(card: Card, mode: Mode, budget: Budget) -> list[tuple[str, str
     if not mode.examples:
         return []
     texts = texts_for(card)
-    room = min(budget.dialogue, (budget.card - count_tokens(mode.text(texts, "rules", card.name)) - 2) // 2)
+    room = min(budget.dialogue, (budget.card - count_tokens(mode_rules(card, mode, texts)) - 2) // 2)
     turns: list[tuple[str, str]] = []
     for ex in card.example_dialogue:
         user, reply = str(ex.get("user", "")).strip(), str(ex.get("reply", "")).strip()
@@ -240,9 +246,7 @@ def system_prompt(card: Card, mode: Mode, budget: Budget, world: dict[str, str] 
     as many as the room the rest leaves (up to Budget.scenes)."""
     texts = texts_for(card)
     lab = texts["labels"]
-    rules = mode.text(texts, "rules", card.name)
-    if mode.card_prompts:
-        rules = with_original(card.system_prompt, rules)
+    rules = mode_rules(card, mode, texts)
     world = world or {}
     room = budget.card - count_tokens(rules) - 2
     # Her example exchanges follow this text as turns of their own (example_turns): their room is kept.

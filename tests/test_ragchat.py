@@ -446,3 +446,16 @@ def test_default_gguf_answers_a_reader_question_from_the_passage(zh_store) -> No
     # 雪团儿 is made up: only the passage in this store holds it.
     assert "雪团" in answer, answer
     assert any("雪团儿" in s["passage"] for s in bot_done.sources)
+
+
+def test_a_cards_own_system_prompt_leaves_her_example_turns_less_room(zh_store) -> None:
+    import dataclasses
+
+    from characters import load_card
+
+    card, mode, budget = load_card(zh_store), ragchat.MODES.create("roleplay"), Budget(card=700)
+    long_rules = dataclasses.replace(card, system_prompt="{{original}}\n" + "请始终留在角色里，说话像她自己。" * 20)
+    turns = prompting.example_turns(long_rules, mode, budget)
+    assert len(turns) < len(prompting.example_turns(card, mode, budget))  # the card's prompt counts, as in the head
+    system = ragchat.system_prompt(long_rules, mode, budget)
+    assert count_tokens(system) + sum(count_tokens(u) + count_tokens(r) + prompting.TURN_MARKS for u, r in turns) <= 700
