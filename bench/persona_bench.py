@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from bench.chat_bench import BOOKS, CORPUS, copy_cards, ensure_stores, judge_roleplay  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
 from persona.guard import echoes as guard_echoes  # noqa: E402
+from prompting import texts_for  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
 # Prompt sets: the one the guard and prompts were tuned on, and one written later and never tuned on.
@@ -223,7 +224,7 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
     }
     out["fault"] = bool(out["breaking"] or loop or echo or old)
     # Not a fault either: the guard's last resort ("我竟听不懂你这话…") said to a question of her own world.
-    out["fallback"] = answer.strip() in _fallback_lines(lang)
+    out["fallback"] = answer.strip() in _fallback_lines(character)
     if item and item.get("expect"):
         low = answer.lower()
         out["fact_ok"] = any(e in low for e in item["expect"]) and not any(r in low for r in item.get("reject", []))
@@ -349,11 +350,11 @@ def run_assistant(prompts: dict[str, list[dict]], args: argparse.Namespace) -> d
 
 
 @lru_cache(maxsize=2)
-def _fallback_lines(lang: str) -> frozenset[str]:
-    """The lines she says when nothing passed her guard (prompts/<lang>.yaml)."""
-    import yaml
+def _fallback_lines(character: str) -> frozenset[str]:
+    """The lines she says when nothing passed her guard (her prompt texts, as the app reads them)."""
+    from characters import load_card
 
-    guard = yaml.safe_load((REPO / "prompts" / f"{lang}.yaml").read_text(encoding="utf-8"))["guard"]
+    guard = texts_for(load_card(character))["guard"]
     return frozenset([str(guard["fallback"]).strip(), *(str(x).strip() for x in guard["offworld_fallback"])])
 
 
@@ -399,8 +400,6 @@ ADVERSARIAL = ("ai", "code", "modern", "jailbreak")  # what should be off-world;
 def offworld_counts() -> int:
     """Which prompts of every set persona/strange.py takes for off-world (no model run): per set and
     character, adversarial prompts caught and other prompts taken, and the misses."""
-    import yaml
-
     from characters import load_card
     from finetune.extract import read_text
     from persona import strange
@@ -408,7 +407,7 @@ def offworld_counts() -> int:
     for cid, book in BOOKS.items():
         card, lang = load_card(cid), LANG[cid]
         vocab = strange.Vocabulary.of([read_text(CORPUS / book)[0]], lang)
-        guard = yaml.safe_load((REPO / "prompts" / f"{lang}.yaml").read_text(encoding="utf-8"))["guard"]
+        guard = texts_for(card)["guard"]
 
         def off_world(q: str, things_only: bool = False) -> bool:
             return bool(strange.judge(q, lang, tuple(guard["modern"]), vocab, tuple(guard["offworld_questions"]),
