@@ -35,15 +35,25 @@ def _bank(sentences: tuple[str, ...]) -> np.ndarray:
 
 def closeness(sentence: str, bank: tuple[str, ...]) -> float:
     """Cosine of ``sentence`` to the nearest bank sentence (0.0 with no bank, or when USE cannot load)."""
-    if not bank or not sentence.strip():
-        return 0.0
-    from persona.scenes import embed_question
+    return closeness_all([sentence], bank)[0]
+
+
+def closeness_all(sentences: list[str], bank: tuple[str, ...]) -> list[float]:
+    """closeness of each sentence, embedded in one call (a sentence and its opening, while she streams)."""
+    scores = [0.0] * len(sentences)
+    asked = [i for i, s in enumerate(sentences) if s.strip()]
+    if not bank or not asked:
+        return scores
+    from persona.scenes import _embed
 
     try:
-        return float(np.max(_bank(bank) @ embed_question(sentence)))
+        best = (_embed([sentences[i] for i in asked]) @ _bank(bank).T).max(axis=1)
     except Exception as exc:  # no embedder: the word lists still guard
         log.warning("assistant-tone check off (%s)", exc)
-        return 0.0
+        return scores
+    for i, score in zip(asked, best, strict=True):
+        scores[i] = float(score)
+    return scores
 
 
 def opening(sentence: str) -> str:
@@ -62,5 +72,5 @@ def judge(bank: tuple[str, ...], threshold: float = THRESHOLD):  # -> Callable[[
     assistant."""
     def sounds(sentence: str) -> bool:
         head = opening(sentence)
-        return closeness(sentence, bank) >= threshold or bool(head) and closeness(head, bank) >= threshold
+        return max(closeness_all([sentence, head] if head else [sentence], bank)) >= threshold
     return sounds
