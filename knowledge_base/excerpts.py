@@ -2,8 +2,9 @@
 
 Why: an answer is usually one sentence of a ~300-character passage; sending the best sentences of
 the top 10 passages gets it into the reader's 700 tokens far more often than two or three whole
-passages do. Each sentence is scored by the rare question words it holds plus its USE similarity
-to the question, with a small bonus for higher-ranked passages. Measurements: docs/ragchat.md
+passages do. Each sentence is scored by the rare question words it holds plus its similarity to the
+question (its best two-sentence window's, where the store's index scored them, else USE's), with a
+small bonus for higher-ranked passages. Measurements: docs/ragchat.md
 ("Reader accuracy, session 3") and bench/excerpt_bench.py.
 """
 from __future__ import annotations
@@ -21,6 +22,22 @@ from sentences import split_sentences
 SENTENCE_EMBEDDER = "use"  # packaged, fast, and built with every store (the first index)
 DENSE_WEIGHT = 0.5  # similarity's weight beside the keyword share (which runs 0..1); 0 = no embedding
 RANK_BONUS = 0.3  # the top passage's sentences count 30% more, the second's 15%, ...
+# Where the store's index scored each passage's two-sentence windows (EmbeddingGemma, Hit.windows), a
+# sentence is scored by its best window instead of USE: the answer reached 340 tokens for 0.557 of 100
+# questions against 0.525, with no sentence to embed (docs/ragchat.md, session 14). Keyword weight 0.5 there.
+KEYWORD_WEIGHT = {"use": 1.0, "windows": 0.5}
+
+
+def _sentences(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The sentences of a passage (English whitespace squeezed) and their (start, end) in ``text``."""
+    sents, spans, start = [], [], 0
+    for piece in split_sentences(text, keep_space=True):
+        body = " ".join(piece.split()) if lang != "zh" else piece.strip()
+        if body:
+            sents.append(body)
+            spans.append((start, start + len(piece)))
+        start += len(piece)
+    return sents, spans
 
 
 @dataclass
@@ -64,22 +81,29 @@ def select(
     all and ``per_passage`` from one passage, returned in the hits' order."""
     rows: list[tuple[int, int, str]] = []  # (hit rank, sentence index, sentence)
     split: list[list[str]] = []
+    window_sims: list[float] = []
+    by_windows = all(hit.windows for hit in hits)  # the active index scored each passage's windows
     for rank, hit in enumerate(hits):
-        text = hit.text if lang == "zh" else " ".join(hit.text.split())
-        sents = split_sentences(text)
+        sents, spans = _sentences(hit.text, lang)
         split.append(sents)
         rows += [(rank, i, s) for i, s in enumerate(sents)]
+        if by_windows:  # a sentence is as close as the best window it is part of
+            window_sims += [max((x for ws, we, x in hit.windows if ws < e and s < we), default=0.0) for s, e in spans]
     if not rows:
         return []
     words = set(tokenize(question))  # pass the store's own (store.tokenize) to keep its names whole
     total = sum(idf(w) for w in words) or 1.0
     bonus = [1 + RANK_BONUS / (1 + rank) for rank, _, _ in rows]
     shares = [sum(idf(w) for w in words if w in sent.lower()) / total for _, _, sent in rows]
-    sims = np.zeros(len(rows))
-    if DENSE_WEIGHT:
+    if by_windows:
+        sims, weight, kw = np.asarray(window_sims), 1.0, KEYWORD_WEIGHT["windows"]
+    elif DENSE_WEIGHT:
         emb = get_embedder(SENTENCE_EMBEDDER)
-        sims = emb.embed([s for _, _, s in rows]) @ emb.embed([question], query=True)[0]
-    scored = sorted((((shares[n] + DENSE_WEIGHT * float(sims[n])) * bonus[n], rows[n][0], rows[n][1])
+        sims, weight = emb.embed([s for _, _, s in rows]) @ emb.embed([question], query=True)[0], DENSE_WEIGHT
+        kw = KEYWORD_WEIGHT["use"]
+    else:
+        sims, weight, kw = np.zeros(len(rows)), 0.0, KEYWORD_WEIGHT["use"]
+    scored = sorted((((kw * shares[n] + weight * float(sims[n])) * bonus[n], rows[n][0], rows[n][1])
                      for n in range(len(rows))), reverse=True)
 
     chosen: dict[int, list[int]] = {}

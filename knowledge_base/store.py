@@ -33,7 +33,7 @@ from characters import safe_id
 from fileio import write_text_atomic
 from knowledge_base import keywords, remote
 from knowledge_base.embedders import get_embedder
-from knowledge_base.windows import WindowIndex
+from knowledge_base.windows import WindowIndex, window_spans
 from settings import paths
 
 FORMAT = 1
@@ -68,6 +68,9 @@ class Hit:
     chunk_id: str
     index: int = 0
     matched: list[str] = field(default_factory=list)  # query words found in the passage
+    # (start, end, score) of each two-sentence window of ``text`` for this query, where the active index
+    # saved window vectors (knowledge_base/windows.py): excerpts choose sentences by them.
+    windows: list[tuple[int, int, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,8 +305,18 @@ class KnowledgeStore:
             low = c["text"].lower()
             matched = sorted({t for t in q_tokens if t in low}, key=len, reverse=True)
             hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
-                            c["index"], matched))
+                            c["index"], matched, self._window_scores(vec, row) if alone else []))
         return hits
+
+    def _window_scores(self, vec: np.ndarray, row: int) -> list[tuple[int, int, float]]:
+        if self._windows is None:
+            return []
+        scores = self._windows.scores(vec, row)
+        spans = window_spans(self.chunks[row]["text"])
+        if len(scores) > len(spans):  # saved under other sentence rules: no scores rather than wrong ones
+            return []
+        # Fewer: the windows past the model's input length were cut off with the text.
+        return [(s, e, round(float(x), 4)) for (s, e), x in zip(spans, scores, strict=False)]
 
     def idf(self, word: str) -> float:
         """How rare ``word`` is in the book: log inverse share of the passages that contain it (cached)."""

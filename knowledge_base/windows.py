@@ -168,6 +168,11 @@ class WindowIndex:
         order = np.argsort(np.asarray(rows), kind="stable")
         return cls(np.asarray(rows)[order], np.concatenate(vecs)[order])
 
+    def scores(self, query: np.ndarray, row: int) -> np.ndarray:
+        """The query's cosine with each window of the chunk at ``row``, in the passage's order."""
+        lo, hi = np.searchsorted(self._rows, [row, row + 1])
+        return self._vectors[lo:hi].astype(np.float32) @ query
+
     def second_look(self, query: np.ndarray, passages: np.ndarray, ranked: list[int]) -> list[int]:
         """``ranked`` (rows of ``passages``, the index's matrix) with its first DEPTH rows ordered again
         by passage and best-window score."""
@@ -175,8 +180,8 @@ class WindowIndex:
         scores = []
         for row in head:
             own = float(passages[row] @ query)
-            lo, hi = np.searchsorted(self._rows, [row, row + 1])
-            best = float((self._vectors[lo:hi].astype(np.float32) @ query).max()) if hi > lo else own
+            windows = self.scores(query, row)
+            best = float(windows.max()) if len(windows) else own
             scores.append(PASSAGE_WEIGHT * own + (1 - PASSAGE_WEIGHT) * best)
         order = sorted(range(len(head)), key=lambda i: (-scores[i], head[i]))  # ties by position: repeatable
         return [head[i] for i in order] + ranked[DEPTH:]

@@ -77,3 +77,28 @@ def test_english_excerpts_keep_whole_sentences() -> None:
 
 def test_no_hits_no_excerpts() -> None:
     assert select("anything", [], 100, 100, count_tokens, flat_idf, "en") == []
+
+
+
+def test_where_the_store_scored_the_windows_they_choose_the_sentences(monkeypatch) -> None:
+    # Hit.windows: the store's index (EmbeddingGemma) scored each two-sentence window for the question.
+    # The sentences of the best window are kept, the others left out, and no sentence is embedded again.
+    import knowledge_base.excerpts as excerpts_module
+    from knowledge_base.windows import window_spans
+
+    def no_embedding(name):
+        raise AssertionError("excerpts embedded sentences although the hit carried window scores")
+
+    monkeypatch.setattr(excerpts_module, "get_embedder", no_embedding)
+    passage = ("那日天气晴好，众人在园子里赏花饮酒，说笑了半日。袭人只低头做针线，一声也不言语。"
+               "妙玉笑道：这是五年前收的梅花上的雪，埋在地下。众人听了都赞叹不已，各自散去。")
+    h = hit(passage)
+    spans = window_spans(passage)
+    assert len(spans) == 3
+    h.windows = [(s, e, x) for (s, e), x in zip(spans, (0.2, 0.3, 0.8), strict=True)]
+    out = select("泡茶用的是什么水", [h], budget=40, per_passage=40, count=count_tokens, idf=flat_idf, lang="zh")
+    assert "梅花上的雪" in out[0].text and "赏花饮酒" not in out[0].text
+    # Scored the other way round, the other end of the passage is kept.
+    h.windows = [(s, e, x) for (s, e), x in zip(spans, (0.8, 0.3, 0.2), strict=True)]
+    out = select("泡茶用的是什么水", [h], budget=40, per_passage=40, count=count_tokens, idf=flat_idf, lang="zh")
+    assert "赏花饮酒" in out[0].text and "梅花上的雪" not in out[0].text

@@ -105,6 +105,13 @@ def test_a_store_whose_index_ranks_alone_saves_its_windows_carries_them_and_look
         first = store._dense_indexes[0].top(vec, store_module.CANDIDATES)
         again = store._windows.second_look(vec, store._dense_indexes[0].matrix, first)
         assert [store._row[h.chunk_id] for h in store.search(q, k=5)] == again[:5]
+    # Each hit carries the question's score for each of its windows, for the excerpts (excerpts.select).
+    vec = emb.embed(["妙玉 梅花上的雪"], query=True)[0]
+    for h in store.search("妙玉 梅花上的雪", k=3):
+        spans = windows.window_spans(h.text)
+        assert h.windows and [(s, e) for s, e, _ in h.windows] == spans[: len(h.windows)]
+        expected = store._windows.scores(vec, store._row[h.chunk_id])
+        assert np.allclose([x for _, _, x in h.windows], expected, atol=1e-3)
     # And search really goes through it: a second look that reverses the candidates reverses the hits.
     with monkeypatch.context() as m:
         m.setattr(store._windows, "second_look", lambda vec, matrix, rows: rows[::-1])
