@@ -61,7 +61,9 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written after heldout9's first run and the changes it prompted; kept out until session 13's were done
                "heldout10": REPO / "bench" / "data" / "persona_prompts_heldout10.json",
                # written after heldout10's first run, before the changes it prompted; kept out until they were done
-               "heldout11": REPO / "bench" / "data" / "persona_prompts_heldout11.json"}
+               "heldout11": REPO / "bench" / "data" / "persona_prompts_heldout11.json",
+               # written in session 14, before any role-play change (none was made); run once to report
+               "heldout12": REPO / "bench" / "data" / "persona_prompts_heldout12.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
