@@ -366,7 +366,7 @@ class Companion:
                                        off_world=bool(off))
         # A reader told that the book is silent is shown no passages as the answer's sources.
         shown = [] if off and not self.mode.in_character else passages
-        sources = [dict(h.to_dict(), n=n, passage=body) for n, (h, body) in enumerate(shown, 1)]
+        sources = [dict(h.for_sources(), n=n, passage=body) for n, (h, body) in enumerate(shown, 1)]
         tokens = {
             "card": sum(count_tokens(str(m.content)) for m in head),
             "history": sum(count_tokens(str(m.content)) for m in history),

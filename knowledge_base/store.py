@@ -75,6 +75,10 @@ class Hit:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def for_sources(self) -> dict:
+        """What a reader's sources show and a conversation saves: the hit without its window scores."""
+        return {k: v for k, v in self.to_dict().items() if k != "windows"}
+
 
 @dataclass
 class DenseIndex:

@@ -79,7 +79,6 @@ def test_no_hits_no_excerpts() -> None:
     assert select("anything", [], 100, 100, count_tokens, flat_idf, "en") == []
 
 
-
 def test_where_the_store_scored_the_windows_they_choose_the_sentences(monkeypatch) -> None:
     # Hit.windows: the store's index (EmbeddingGemma) scored each two-sentence window for the question.
     # The sentences of the best window are kept, the others left out, and no sentence is embedded again.
@@ -102,3 +101,5 @@ def test_where_the_store_scored_the_windows_they_choose_the_sentences(monkeypatc
     h.windows = [(s, e, x) for (s, e), x in zip(spans, (0.8, 0.3, 0.2), strict=True)]
     out = select("泡茶用的是什么水", [h], budget=40, per_passage=40, count=count_tokens, idf=flat_idf, lang="zh")
     assert "赏花饮酒" in out[0].text and "梅花上的雪" not in out[0].text
+    # The scores are the search's working data: a reader's sources (and a saved conversation) leave them out.
+    assert "windows" not in h.for_sources() and h.for_sources()["text"] == passage
