@@ -63,7 +63,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written after heldout10's first run, before the changes it prompted; kept out until they were done
                "heldout11": REPO / "bench" / "data" / "persona_prompts_heldout11.json",
                # written in session 14, before any role-play change (none was made); run once to report
-               "heldout12": REPO / "bench" / "data" / "persona_prompts_heldout12.json"}
+               "heldout12": REPO / "bench" / "data" / "persona_prompts_heldout12.json",
+               "heldout13": REPO / "bench" / "data" / "persona_prompts_heldout13.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
