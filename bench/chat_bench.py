@@ -100,7 +100,7 @@ def copy_cards(home: Path) -> None:
     for cid in BOOKS:
         folder = home / "knowledge" / cid
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("card.yaml", "prompts.yaml"):
+        for name in ("card.yaml", "prompts.yaml", "lorebook.json"):
             own, there = REPO / "knowledge" / cid / name, folder / name
             there.unlink(missing_ok=True)
             if own.is_file():

@@ -64,8 +64,11 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout11": REPO / "bench" / "data" / "persona_prompts_heldout11.json",
                # written in session 14, before any role-play change (none was made); run once to report
                "heldout12": REPO / "bench" / "data" / "persona_prompts_heldout12.json",
-               "heldout13": REPO / "bench" / "data" / "persona_prompts_heldout13.json"}
+               "heldout13": REPO / "bench" / "data" / "persona_prompts_heldout13.json",
+               # session 15: wrong premises only, written before her lorebook of facts; they judge it
+               "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
+WRONG = "wrong"  # --prompts wrong: every set's wrong-premise questions together
 LANG = {"daiyu": "zh", "elizabeth": "en"}
 TARGETS = {"first_person": 0.95, "faults": 0.05}  # faults: breaking + loops + echoes + anachronisms
 
@@ -284,8 +287,22 @@ def bench_home(shared: Path, home: Path) -> Path:
 
 
 def read_prompts(which: str = "main") -> dict[str, list[dict]]:
+    if which == WRONG:
+        return wrong_premises()
     path = PROMPT_SETS[which]
     return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+
+
+def wrong_premises() -> dict[str, list[dict]]:
+    """Every set's leading questions with wrong facts (kind "wrong"), each once, in the sets' order; not
+    wrongheld's, which judge what these tuned."""
+    out: dict[str, list[dict]] = {}
+    for name in (n for n in PROMPT_SETS if n != "wrongheld"):
+        for cid, items in read_prompts(name).items():
+            for item in items:
+                if isinstance(item, dict) and item.get("kind") == "wrong" and item not in out.setdefault(cid, []):
+                    out[cid].append(dict(item, set=name))
+    return out
 
 
 def load_prompts(only: str, ids: list[int] | None, which: str = "main") -> dict[str, list[dict]]:
@@ -462,7 +479,7 @@ def main() -> int:
     parser.add_argument("--assistant", action="store_true", help="measure the plain assistant (style's floor)")
     parser.add_argument("--only", choices=("all", "daiyu", "elizabeth"), default="all")
     parser.add_argument("--ids", help="comma-separated prompt indices (a quick look while tuning)")
-    parser.add_argument("--prompts", choices=tuple(PROMPT_SETS), default="main",
+    parser.add_argument("--prompts", choices=(*PROMPT_SETS, WRONG), default="main",
                         help="main: bench/data/persona_prompts.json; heldout, heldout2-4: written later (docs/persona.md)")
     parser.add_argument("--max-tokens", type=int, default=120, help="answer cap (the mode's own cap may be lower)")
     parser.add_argument("--passages", type=int, help="role-play's first-turn passage tokens (the app's: 120; 260 before session 7)")
