@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import cpu
 from api.security import is_loopback
 from settings import find_checkpoint, models_dir
 
@@ -54,6 +55,7 @@ def start_server(model: Path, host: str, port: int, threads: int, ctx: int, para
     params.cpuparams_batch.n_threads = threads
     params.warmup = False
     params.verbosity = -1
+    params.no_extra_bufts = not cpu.llama_repack()  # as in llm/llamacpp.py
     if api_key:  # clients then send it as a bearer token (Zhiyin: the openai_api_key setting)
         params.api_keys = [api_key]
     return xllamacpp.Server(params)

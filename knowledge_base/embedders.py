@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+import cpu
 from registry import Registry
 from settings import find_checkpoint, load_settings
 
@@ -214,27 +215,15 @@ def embeddinggemma(threads: int | None = None) -> Embedder:
 
     # Eager attention: 6-8% more passages a second than sdpa on 2 cores (bench/gemma_attention.py), vectors
     # at cosine >= 0.9998 to sdpa's.
-    emb = SentenceTransformerEmbedder(gemma.require(), name="embeddinggemma", threads=threads, bf16=_native_bf16(),
+    # bf16 where the CPU computes it natively (~1.5x faster than fp32, vectors at cosine 0.9999 to fp32's);
+    # elsewhere bf16 is emulated and three times slower.
+    emb = SentenceTransformerEmbedder(gemma.require(), name="embeddinggemma", threads=threads, bf16=cpu.native_bf16(),
                                       attention="eager")
     # Measured on both novels' 100 questions (docs/knowledge_base.md): its question-answering prompt ranked
     # better than the config's "search result" one (in 3 of 4 sets, never worse); batches of 4 ran ~15%
     # faster than 16 on 2 cores.
     emb.query_prompt, emb.batch = QUESTION_PROMPT, 4
     return emb
-
-
-def _native_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX): then EmbeddingGemma runs in
-    bf16, ~1.5x faster than fp32 here with vectors at cosine 0.9999 to fp32's; elsewhere bf16 is
-    emulated and slow. ZHIYIN_EMBED_BF16=0/1 overrides."""
-    forced = os.environ.get("ZHIYIN_EMBED_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def passage_inputs(embedder: Embedder, chunks: list[dict]) -> list[str]:

@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
+import cpu
 from llm import prompt_state, resident
 from llm.common import Repetition, merge_stop, openai_messages, pump, word_forms
 
@@ -69,6 +70,7 @@ def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
         params.slot_save_path = str(prompt_state.state_dir()) + "/"
         params.endpoint_slots = True
         params.warmup = False
+        params.no_extra_bufts = not cpu.llama_repack()  # llama.cpp's repacked weights were slower on AVX2
         return xllamacpp.Server(params)
 
     return resident.get(key, load)

@@ -363,4 +363,6 @@ def test_import_card_upload_uses_the_given_id(zhiyin_home: Path) -> None:
 
     report = knowledge.import_card_upload("mira.json", json.dumps(v2_card()).encode(), " mira ")
     assert report.card.id == "mira" and knowledge.lorebook_summary(report.card).startswith("Lorebook: 5 entries (1")
-    assert knowledge.lorebook_summary(load_card("daiyu")) == "No lorebook."
+    plain = knowledge.import_card_upload("plain.json", json.dumps(V1).encode(), "plain")  # a V1 card has no book
+    assert knowledge.lorebook_summary(plain.card) == "No lorebook."
+    assert knowledge.lorebook_summary(load_card("daiyu")).startswith("Lorebook: 9 entries (0 always")  # her facts

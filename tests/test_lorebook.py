@@ -256,3 +256,54 @@ def test_a_turn_that_fires_nothing_new_keeps_the_whole_prefix(mira: str, tiny_ll
     assert extends(third, second)
     assert third[-2].content.startswith("[World info]\nThe storm wall") and "Kestrel is a" not in third[-2].content
     assert bot.history[0].lore == [1] and bot.history[1].lore == [] and bot.history[2].lore == [0]
+
+
+# ------------------------------------------------------------------ the built-in characters' own books
+REPO = Path(__file__).resolve().parent.parent
+
+
+def builtin_world(cid: str, lang: str) -> worldinfo.WorldInfo:
+    import json
+
+    from prompting import count_tokens
+
+    raw = json.loads((REPO / "knowledge" / cid / "lorebook.json").read_text(encoding="utf-8"))
+    return worldinfo.WorldInfo(raw, 200, count_tokens, cid, "Visitor", lang)
+
+
+@pytest.mark.parametrize("cid", ["daiyu", "elizabeth"])
+def test_the_builtin_books_are_facts_placed_right_after_the_question(cid: str) -> None:
+    import json
+
+    from prompting import count_tokens
+
+    raw = json.loads((REPO / "knowledge" / cid / "lorebook.json").read_text(encoding="utf-8"))
+    parsed = lorebook.parse(raw)
+    assert len(parsed.entries) >= 8
+    for entry in parsed.entries:
+        # @@depth 0: after the question, where a small model reads it last; never in the cached head.
+        assert entry.keys and entry.content and entry.number("depth") == 0 and not entry.constant
+        assert count_tokens(entry.content) <= 100  # three such entries fit the turn's 200 lore tokens
+
+
+@pytest.mark.parametrize(("cid", "lang", "question", "fact"), [
+    ("daiyu", "zh", "你外祖母是王夫人，对不对？", "贾母是你的外祖母"),
+    ("daiyu", "zh", "你后来是不是嫁给了贾琏？", "你没有出嫁"),
+    ("daiyu", "zh", "你有个弟弟在苏州读书，对吧？", "林家独女"),
+    ("elizabeth", "en", "Your father is a clergyman, isn't he?", "a gentleman of Longbourn"),
+    ("elizabeth", "en", "You are the eldest of the Bennet sisters, aren't you?", "second of five daughters"),
+    ("elizabeth", "en", "Mr. Darcy's estate is in Kent, I believe?", "Pemberley, in Derbyshire"),
+])
+def test_a_wrong_premise_brings_the_fact_that_sets_it_right(cid: str, lang: str, question: str, fact: str) -> None:
+    turn = builtin_world(cid, lang).turn([question], char_messages=0)
+    assert fact in turn.after and not turn.before
+
+
+@pytest.mark.parametrize(("cid", "lang", "question"), [
+    ("daiyu", "zh", "你常在窗下做些什么消遣？"),
+    ("elizabeth", "en", "Do you enjoy playing the pianoforte?"),
+    ("elizabeth", "en", "Is the metal of this ring silver?"),  # whole words: "met" is not in "metal"
+])
+def test_an_ordinary_question_fires_nothing_and_costs_nothing(cid: str, lang: str, question: str) -> None:
+    turn = builtin_world(cid, lang).turn([question], char_messages=0)
+    assert (turn.before, turn.after, turn.fired) == ("", "", [])
