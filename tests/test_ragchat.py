@@ -140,7 +140,8 @@ def test_chat_streams_pieces_with_sources_chapters_and_timings(zh_store, tiny_ll
     t = bot_done.timings
     assert set(t) == {"retrieve_ms", "first_token_ms", "first_shown_ms", "total_ms"}
     assert 0 < t["retrieve_ms"] <= t["first_token_ms"] <= t["first_shown_ms"] <= t["total_ms"]
-    assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question", "memory", "summary"}
+    assert set(bot_done.tokens) == {"card", "history", "passages", "examples", "question", "memory", "summary", "lore"}
+    assert bot_done.tokens["lore"] == 0  # her lorebook of facts: none of its keys in this question, nothing added
 
 
 def test_roleplay_offers_the_characters_own_lines_and_reader_mode_does_not(zh_store, tiny_llm) -> None:
