@@ -31,7 +31,7 @@ def native_bf16() -> bool:
 
 def llama_repack() -> bool:
     """Whether llama.cpp repacks the model's weights for its CPU matrix kernels (its default). On an AVX2 CPU
-    without AVX-512 (session 15's AMD EPYC) prompts were read ~28% faster without: 50 against 39 tokens/s
-    (docs/llm.md). Kept where AVX-512 exists, the CPU our earlier figures came from, which we cannot re-measure.
+    without AVX-512 (session 15's AMD EPYC) prompts were read faster without: 47-50 against 39-41 tokens/s
+    (bench/llama_layout.py, docs/llm.md). Kept where AVX-512 exists, the CPU our earlier figures came from, which we cannot re-measure.
     ZHIYIN_LLAMA_REPACK=0/1 overrides."""
     return choice("ZHIYIN_LLAMA_REPACK", "avx512f" in flags())

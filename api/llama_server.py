@@ -18,7 +18,6 @@ import sys
 import threading
 from pathlib import Path
 
-import cpu
 from api.security import is_loopback
 from settings import find_checkpoint, models_dir
 
@@ -44,18 +43,12 @@ def start_server(model: Path, host: str, port: int, threads: int, ctx: int, para
     """Load the model and start llama.cpp's HTTP server in this process; returns the xllamacpp.Server."""
     import xllamacpp
 
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model)
+    from llm.llamacpp import base_params  # here, as xllamacpp: `--help` stays quick
+
+    params = base_params(model, ctx * parallel, threads)  # llama.cpp splits the context between its slots
     params.hostnames = [host]
     params.port = port
-    params.n_ctx = ctx * parallel  # llama.cpp splits the context between its slots
     params.n_parallel = parallel
-    params.cache_prompt = True  # a follow-up reuses the conversation's prefix (docs/llm.md)
-    params.cpuparams.n_threads = threads
-    params.cpuparams_batch.n_threads = threads
-    params.warmup = False
-    params.verbosity = -1
-    params.no_extra_bufts = not cpu.llama_repack()  # as in llm/llamacpp.py
     if api_key:  # clients then send it as a bearer token (Zhiyin: the openai_api_key setting)
         params.api_keys = [api_key]
     return xllamacpp.Server(params)

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import cpu  # noqa: E402  (after the repo is on sys.path)
 import llm  # noqa: E402
+from llm.llamacpp import base_params  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
 from knowledge_base.reading import read_text  # noqa: E402
 
@@ -27,11 +28,8 @@ RESULTS = REPO / "bench" / "results" / "llama_layout.json"
 def measure(model: Path, repack: bool, prompt: str, reads: int) -> dict:
     import xllamacpp
 
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model)
-    params.n_ctx, params.n_parallel, params.verbosity, params.warmup = 4096, 1, -1, False
-    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
-    params.no_extra_bufts = not repack
+    params = base_params(model, 4096, 2, repack=repack)
+    params.n_parallel = 1
     t0 = time.perf_counter()
     server = xllamacpp.Server(params)
     load = time.perf_counter() - t0

@@ -49,6 +49,23 @@ def banned_tokens(server: Any, model_path: str, words: Iterable[str]) -> list[in
     return ids
 
 
+def base_params(model_path: str | Path, n_ctx: int, n_threads: int, repack: bool | None = None) -> Any:
+    """llama.cpp's parameters every server of ours shares (the app's, ``api.llama_server``'s, the benches'):
+    the model, context, threads for generation and prompts, quiet, no warm-up run, and the weight layout
+    ``cpu.llama_repack()`` chooses (repacked weights read prompts slower on AVX2 CPUs: docs/llm.md)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.n_ctx = n_ctx
+    params.cache_prompt = True  # a follow-up reuses the conversation's prefix
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
+    params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
+    params.warmup = False
+    params.no_extra_bufts = not (cpu.llama_repack() if repack is None else repack)
+    return params
+
+
 def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
     """The in-process llama.cpp server for (model, context, threads): the resident model (llm.resident)."""
     key = ("llamacpp", str(Path(model_path).resolve()), n_ctx, n_threads)
@@ -56,21 +73,13 @@ def llama_server(model_path: str, n_ctx: int, n_threads: int) -> Any:
     def load() -> Any:
         import xllamacpp
 
-        params = xllamacpp.CommonParams()
-        params.model.path = key[1]
-        params.n_ctx = n_ctx
+        params = base_params(key[1], n_ctx, n_threads)
         # One slot: the whole conversation reuses it, so its KV cache keeps the
         # persona + passages prefix and a follow-up only evaluates the new tokens.
         params.n_parallel = 1
-        params.cache_prompt = True
-        params.cpuparams.n_threads = n_threads
-        params.cpuparams_batch.n_threads = n_threads
-        params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
         # Saved states of the characters' prompt heads (llm/prompt_state.py); the trailing "/" matters.
         params.slot_save_path = str(prompt_state.state_dir()) + "/"
         params.endpoint_slots = True
-        params.warmup = False
-        params.no_extra_bufts = not cpu.llama_repack()  # llama.cpp's repacked weights were slower on AVX2
         return xllamacpp.Server(params)
 
     return resident.get(key, load)

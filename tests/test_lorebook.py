@@ -259,26 +259,17 @@ def test_a_turn_that_fires_nothing_new_keeps_the_whole_prefix(mira: str, tiny_ll
 
 
 # ------------------------------------------------------------------ the built-in characters' own books
-REPO = Path(__file__).resolve().parent.parent
-
-
 def builtin_world(cid: str, lang: str) -> worldinfo.WorldInfo:
-    import json
-
     from prompting import count_tokens
 
-    raw = json.loads((REPO / "knowledge" / cid / "lorebook.json").read_text(encoding="utf-8"))
-    return worldinfo.WorldInfo(raw, 200, count_tokens, cid, "Visitor", lang)
+    return worldinfo.WorldInfo(load_lorebook(cid), 200, count_tokens, cid, "Visitor", lang)
 
 
 @pytest.mark.parametrize("cid", ["daiyu", "elizabeth"])
 def test_the_builtin_books_are_facts_placed_right_after_the_question(cid: str) -> None:
-    import json
-
     from prompting import count_tokens
 
-    raw = json.loads((REPO / "knowledge" / cid / "lorebook.json").read_text(encoding="utf-8"))
-    parsed = lorebook.parse(raw)
+    parsed = lorebook.parse(load_lorebook(cid))  # the bundled knowledge/<id>/lorebook.json
     assert len(parsed.entries) >= 8
     for entry in parsed.entries:
         # @@depth 0: after the question, where a small model reads it last; never in the cached head.
