@@ -65,6 +65,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                # written in session 14, before any role-play change (none was made); run once to report
                "heldout12": REPO / "bench" / "data" / "persona_prompts_heldout12.json",
                "heldout13": REPO / "bench" / "data" / "persona_prompts_heldout13.json",
+               # written in session 16 before any of its role-play changes, committed before its first run
+               "heldout14": REPO / "bench" / "data" / "persona_prompts_heldout14.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
