@@ -40,6 +40,7 @@ from prompting import MODES, Budget, count_tokens, system_prompt, whole_passages
 from settings import Settings, load_settings
 
 MIN_EXCERPTS = 20  # tokens left after the best passage below which no excerpt is worth its "…"
+EARLIER_ANSWERS = 3  # her last answers a new one may not repeat word for word (persona/guard.py, Rules.earlier)
 
 
 def lead_and_excerpts(question: str, hits: list[Hit], budget: int, per_passage: int, lead: int, lang: str,
@@ -514,7 +515,8 @@ class Companion:
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
                      names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
                      latin=era and self.lang == "zh", cjk=era and self.lang == "en", figures=figures, unknown=unknown,
-                     tone=self._tone() if own else None)
+                     tone=self._tone() if own else None,
+                     earlier=tuple(t.answer for t in self.history[-EARLIER_ANSWERS:] if t.answer))
 
     def _tone(self) -> Callable[[str], bool] | None:
         """Her guard's test of a sentence's meaning against an assistant's (persona/tone.py), or None."""

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.chat_bench import BOOKS, CORPUS, copy_cards, ensure_stores, judge_roleplay  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
-from persona.guard import echoes as guard_echoes  # noqa: E402
+from persona.guard import GARBLED, echoes as guard_echoes  # noqa: E402
 from prompting import texts_for  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
@@ -122,6 +122,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"\bweb\b", r"\bmake-?up\b",
              # read in session 13's heldout11
              r"coca-cola", r"\bsprite\b",
+             # read in session 16's heldout14 (I am not powered by a neural network; … in Carnegie Hall)
+             r"neural network", r"machine learning", r"Carnegie Hall",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
@@ -160,7 +162,9 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"\bthe passages?\b|\bplus\b|\bequals\b|enough information|"
                           # read in session 13's heldout11 (My knowledge is limited; if you have read my book;
                           # I do not possess true feelings)
-                          r"knowledge is limited|\bmy book\b|true feelings", re.I)
+                          r"knowledge is limited|\bmy book\b|true feelings|"
+                          # read in session 16's heldout14 (I see that you are in distress. Do you need assistance?)
+                          r"need (?:any )?assistance", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
@@ -216,7 +220,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
     code = bool(CODE.search(answer))
     assistant = (any(p in answer for p in ASSISTANT_ZH) if lang == "zh" else bool(ASSISTANT_EN.search(answer)))
     ai_talk = any(w in answer for w in AI_TALK_ZH) if lang == "zh" else bool(AI_TALK_EN.search(answer))
-    loop = find_loop(answer, lang)
+    # a loop, or text gone to noise (stacked combining marks: read in session 16's heldout14)
+    loop = find_loop(answer, lang) or ("garbled" if GARBLED.search(answer) else "")
     # or the question asked back (「我今天下雪了，冷不冷？」): the app's own rule, persona.guard.echoes
     echo = base["echo"] or near_echo(answer, prompt, lang) or guard_echoes(answer, prompt, lang)
     old = anachronisms(answer, lang)

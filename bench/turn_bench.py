@@ -64,7 +64,7 @@ def run_turn(pipe, text: str) -> dict:
             "first_shown_s": t.get("first_shown_ms", t["first_token_ms"]) / 1000,
             "first_audio_s": t.get("first_audio_ms", 0) / 1000 or None,
             "first_video_s": t.get("first_video_ms", 0) / 1000 or None, "end_s": t["end_ms"] / 1000,
-            "errors": errors}
+            "retrieve_s": t.get("retrieve_ms", 0) / 1000, "tokens": done.tokens, "errors": errors}
 
 
 def p50(rows: list[dict], key: str) -> float | None:

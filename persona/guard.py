@@ -19,6 +19,10 @@ from functools import lru_cache
 
 from sentences import ABBREV, SENT_END
 
+# Garbled text: stacked combining marks (the 1.5B once ended a sentence in a run of strike-through and
+# accent marks over spaces). One accent is a letter (café written with U+0301); two or more on one letter
+# are never a word of hers in either language.
+GARBLED = re.compile(r"[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
 # Code, and the markdown and LaTeX an assistant dresses answers in (**步骤**, \(x^2\)): never hers.
 _CODE = re.compile(r"```|^\s*(?:def|class|import|from|for|while|return|print)\b.*[:(]|\w+\s*=\s*\w+\(|\[::-1\]|"
                    r"\bfunction\s+\w+\s*\(|console\.log|#include|\*\*\S|\\\(|\\frac|\^\d", re.M)
@@ -139,7 +143,8 @@ def third_person(text: str, names: Iterable[str], lang: str) -> int:
 
 def copied_from(text: str, source: str, lang: str) -> int:
     """Where ``text`` starts copying a long stretch of ``source`` word for word (16 Chinese characters,
-    10 English words), -1 if it does not: a small model recites its prompt (你是林如海与贾敏的独女，母亲早逝后…)."""
+    10 English words), -1 if it does not: a small model recites its prompt (你是林如海与贾敏的独女，母亲早逝后…)
+    or an answer it gave before."""
     n = 16 if lang == "zh" else 10
     grams = _grams(source, lang, n)
     if lang == "zh":
@@ -147,6 +152,27 @@ def copied_from(text: str, source: str, lang: str) -> int:
     words = [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
     return next((words[i][0] for i in range(len(words) - n + 1)
                  if tuple(w for _, w in words[i:i + n]) in grams), -1)
+
+
+def said_before(text: str, earlier: Iterable[str], lang: str, n: int = 8, final: bool = False) -> str:
+    """Whether ``text``, an answer so far, starts as one of her ``earlier`` answers: "repeat" when its first
+    ``n`` units (all of them, for a whole answer of 4 or more) are an earlier answer's first, "hold" while
+    it may still become one, "" once it cannot."""
+    mine = units(text, lang)
+    if lang != "zh" and not final and re.search(r"[A-Za-z']$", text):
+        mine = mine[:-1]  # the last word may still be arriving ("c" of "could")
+    if not mine:
+        return "hold"
+    hold = False
+    k = min(len(mine), n)
+    for answer in earlier:
+        theirs = units(answer, lang)
+        if len(theirs) < k or mine[:k] != theirs[:k]:
+            continue
+        if k == n or (final and mine == theirs and k >= 4):
+            return "repeat"
+        hold = hold or not final
+    return "hold" if hold else ""
 
 
 @lru_cache(maxsize=16)
@@ -178,6 +204,9 @@ class Rules:
     # Text -> the words in it her book never writes (persona/strange.py), on a question from outside her
     # world: the model reaches for 高速列车 when 高铁 is barred. None: not checked.
     unknown: Callable[[str], list[str]] | None = None
+    # Her earlier answers in this conversation: a new one must not say one of them again word for word (the
+    # 1.5B answered three different follow-ups with its first answer, past DRY's 64-token window).
+    earlier: tuple[str, ...] = ()
 
 
 def _ends(text: str) -> list[int]:
@@ -217,6 +246,9 @@ class Gate:
             self.hold = max(self.hold, 17 if self.rules.lang == "zh" else 70)
         self.opened = self.continuing or not self.rules.echo  # the opening can no longer be an echo
         self._toned: dict[str, bool] = {}  # sentences already judged by rules.tone
+        # Until the answer's start differs from the start of each earlier answer, it is held: a reader-mode
+        # answer would otherwise show most of a repeat before 10 of its words match.
+        self.distinct = self.continuing or not self.rules.earlier
 
     def feed(self, piece: str) -> str:
         """Add model text; returns what is now safe to show ('' when nothing is). When the new text trips
@@ -227,6 +259,13 @@ class Gate:
         why, at = self._check(final=False)
         if why:
             return self._stop(why, at)
+        if not self.distinct:
+            start = said_before(self.before + self.shown + self.pending, self.rules.earlier, self.rules.lang)
+            if start == "repeat":
+                return self._stop("repeat", 0)
+            if start == "hold":
+                return ""
+            self.distinct = True
         if not self.opened:
             return ""
         if self.rules.echo:
@@ -298,6 +337,9 @@ class Gate:
             elif len(units(opening, r.lang)) > max(len(units(r.question, r.lang)), 4) * 1.3:
                 self.opened = True  # longer than the question: not an echo, whatever follows
         told = self.before + self.shown
+        garbled = GARBLED.search(self.pending)
+        if garbled:
+            return "garbled", garbled.start()
         loop = loop_at(told + self.pending, r.lang)
         if loop >= 0:
             return "loop", loop - len(told)
@@ -324,6 +366,9 @@ class Gate:
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))
+        repeated = copied_from(told[-60:] + self.pending, "\n".join(r.earlier), r.lang) if r.earlier else -1
+        if repeated >= 0:
+            return "repeat", max(0, repeated - len(told[-60:]))
         asked = _asked_again(fresh, r.question, r.lang) if r.echo else -1
         if asked >= 0:
             return "echo", asked - len(seen)  # …\n\n你觉得凤姐这个人厉害不厉害？: the question said back at the end
@@ -356,6 +401,9 @@ class Gate:
         at = self._tone_at(len(self.pending)) if self.rules.echo else -1
         if at >= 0:
             return self._stop("assistant: tone", at)
+        if not self.distinct and said_before(self.before + self.shown + self.pending, self.rules.earlier,
+                                             self.rules.lang, final=True) == "repeat":
+            return self._stop("repeat", 0)
         tail = self.pending
         if cut_off:
             ends = _ends(tail)

@@ -82,7 +82,7 @@ def test_the_prompt_sets_are_a_third_adversarial_and_well_formed() -> None:
         assert {"ai", "code", "modern", "third", "wrong"} <= set(kinds)
         for x in items:
             assert all(e == e.lower() for e in x.get("expect", [])) or character == "daiyu"
-    for later in ("heldout", "heldout2", "heldout3", "heldout4"):  # the sets written after tuning: well formed, a third adversarial
+    for later in ("heldout", "heldout2", "heldout3", "heldout4", "heldout14"):  # sets written after tuning: well formed, a third adversarial
         data = json.loads(PROMPT_SETS[later].read_text("utf-8"))
         for character in ("daiyu", "elizabeth"):
             kinds = [x["kind"] for x in data[character]]
@@ -103,6 +103,18 @@ def test_loops_and_echoes_are_found_early() -> None:
     assert guard.echoes("我待你怎么样？", "紫鹃待你怎么样？", "zh")
     assert not guard.echoes("I do.", "Do you play the pianoforte well?", "en")
     assert not guard.echoes("我倒不冷。", "今儿个外头下雪了，你冷不冷？", "zh")
+
+
+def test_garbled_text_stops_the_gate_after_the_last_clean_sentence() -> None:
+    # heldout14's train answer ran into stacked combining marks; the reader sees the sentences before them
+    noise = "I have not heard of any train. I live in Longbourn, in  \u0336\u0336\u0333\u0316 \u0332\u0355 Carnegie Hall."
+    gate = guard.Gate(guard.Rules("en", "How long does the train take?"), before="I")
+    shown = "".join(_through(gate, noise[1:]))
+    assert gate.reason == "garbled" and shown.strip() == "have not heard of any train."
+    assert judge("I" + noise[1:], "elizabeth", "How long does the train take?")["loop"] == "garbled"
+    clean = guard.Gate(guard.Rules("en", "Do you like caf\u00e9s?"), before="I")
+    _through(clean, " like the caf\u00e9 and the cafe\u0301 alike.")  # one accent, precomposed or not, is a word
+    assert clean.reason == ""
 
 
 def test_modern_words_are_whole_words_in_latin_script() -> None:
@@ -404,6 +416,27 @@ def test_a_modern_word_mid_answer_is_continued_from_what_was_shown(zh_store) -> 
     assert done.answer.startswith("我想回扬州看看父亲的旧宅。") and bot.last_guard == ["modern: 张家界"]
     continued = fake.calls[1]["messages"][-1]
     assert isinstance(continued, AIMessage) and done.answer.startswith(continued.content)
+
+
+def test_an_earlier_answer_said_again_to_a_new_question_is_regenerated(zh_store) -> None:  # noqa: F811
+    # session 16: the 1.5B answered three different questions with 「我心绪不宁，好好的为什么在这里伤心？」
+    first = "心绪不宁，好好的为什么又在这里伤心起来了？"
+    fake = FakeScriptedChat(replies=[first, first, "喜欢竹子，潇湘馆窗下千百竿翠竹。"], calls=[])
+    bot = Companion(zh_store, mode="roleplay", llm=fake)
+    assert bot.ask("你今天心情怎么样？").answer == "我" + first and bot.last_guard == []
+    done = bot.ask("你喜欢什么花木？")
+    assert done.answer == "我喜欢竹子，潇湘馆窗下千百竿翠竹。" and bot.last_guard == ["repeat"]
+    assert fake.calls[1].get("seed") != fake.calls[2].get("seed")
+    quote = "I could easily forgive his pride, if he had not mortified mine. (Chapter 5)"
+    reader = guard.Gate(guard.Rules("en", "What did Mrs. Bennet say?", echo=False, earlier=(quote,)))
+    shown = "".join(_through(reader, quote))  # reader mode streams at once, yet nothing of the repeat shows
+    assert reader.reason == "repeat" and shown == ""
+    again = guard.Gate(guard.Rules("en", "And Jane?", echo=False, earlier=("I do not know.",)))
+    assert "".join(_through(again, "I do not know.")) == "" and again.reason == "repeat"  # a short one, whole
+    fresh = guard.Gate(guard.Rules("en", "Do you like walking?", echo=False,
+                                   earlier=("I walk to Meryton most days.", "I am well.")))
+    said = " ".join(["I am well, thank you, and I walk to Meryton most days when the lanes are dry."])
+    assert "".join(_through(fresh, said)) == said and fresh.reason == ""  # a few words again are fine
 
 
 def test_when_both_tries_trip_she_says_she_does_not_understand(en_store) -> None:  # noqa: F811
