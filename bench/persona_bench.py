@@ -67,6 +67,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout13": REPO / "bench" / "data" / "persona_prompts_heldout13.json",
                # written in session 16 before any of its role-play changes, committed before its first run
                "heldout14": REPO / "bench" / "data" / "persona_prompts_heldout14.json",
+               # written in session 17 before any of its role-play changes, committed before its first run
+               "heldout15": REPO / "bench" / "data" / "persona_prompts_heldout15.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
