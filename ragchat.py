@@ -127,6 +127,7 @@ class PreparedTurn:
     fired: list[dict] = field(default_factory=list)  # every entry that fired (Fired.to_dict), for the page
     off_world: OffWorld = field(default_factory=OffWorld)  # the question comes from outside her world
     head: int = 1  # how many of ``messages`` are the static head (Companion.head): its saved state is restored
+    world: str = ""  # this turn's world info as written into ``prompt``: copied, its "you" must not be said
 
 
 class Companion:
@@ -388,7 +389,8 @@ class Companion:
         return PreparedTurn(text, messages, prompt, prefill, sources, tokens,
                             "" if hits or about_reader else "no passage matched this question",
                             round((time.perf_counter() - t0) * 1000, 1), world.rendered,
-                            [f.to_dict() for f in world.fired], off, len(head))
+                            [f.to_dict() for f in world.fired], off, len(head),
+                            "\n".join(p for p in (world.before, world.after) if p))
 
     def _world(self, text: str):  # -> cards.worldinfo.TurnInfo
         """This turn's world info: the recent messages (her greeting first) scanned; entries still in the
@@ -493,7 +495,7 @@ class Companion:
                              tuple(words.get("offworld_questions") or ()), names=tuple(self.card.names),
                              things_only=not self.mode.in_character)
 
-    def _rules(self, text: str, head: str = "", off: OffWorld | None = None) -> Rules:
+    def _rules(self, text: str, head: str = "", off: OffWorld | None = None, world: str = "") -> Rules:
         """What this turn's answer must not do (persona/guard.py): loops and code in any mode; echoes, her
         era's words, assistant talk and her own name as someone else's in character ("Miss Bennet" may be
         Jane). A question from outside her world adds its strange words (高铁, Netflix); a book that writes
@@ -515,7 +517,7 @@ class Companion:
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
                      names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
                      latin=era and self.lang == "zh", cjk=era and self.lang == "en", figures=figures, unknown=unknown,
-                     tone=self._tone() if own else None,
+                     tone=self._tone() if own else None, world=world if own else "",
                      earlier=tuple(t.answer for t in self.history[-EARLIER_ANSWERS:] if t.answer))
 
     def _tone(self) -> Callable[[str], bool] | None:
@@ -535,7 +537,7 @@ class Companion:
         # Her answer recites neither her prompt's head nor a turn's reminder.
         head = "\n".join([*(str(m.content) for m in prepared.messages[:prepared.head]),
                           *prompting.reminders(self.card, self.mode)])
-        rules = self._rules(text, head, prepared.off_world)
+        rules = self._rules(text, head, prepared.off_world, prepared.world)
         sampling.setdefault("temperature", float(getattr(self.settings, self.mode.temperature_setting)))
         cap = getattr(self.llm, "max_tokens", None) or self.settings.max_tokens  # the model's own cap, if any
         sampling.setdefault("max_tokens", min(self.mode.max_tokens, int(cap)))

@@ -69,6 +69,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout14": REPO / "bench" / "data" / "persona_prompts_heldout14.json",
                # written in session 17 before any of its role-play changes, committed before its first run
                "heldout15": REPO / "bench" / "data" / "persona_prompts_heldout15.json",
+               # written in session 17 after heldout15's runs and the changes they prompted, before its first run
+               "heldout16": REPO / "bench" / "data" / "persona_prompts_heldout16.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
@@ -100,10 +102,14 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # a poem of 1936 (沁园春·雪) given as hers
              "略输文采",
              # read in session 13's heldout11 (我只喜欢雪碧; 现在的生活节奏太快了)
-             "雪碧", "可乐", "生活节奏", "接种", "经济条件")
+             "雪碧", "可乐", "生活节奏", "接种", "经济条件",
+             # read in session 17's heldout15 (从夜里十二时到早五点钟; 我偏喜欢空调)
+             "点钟", "电风扇")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
+MODERN_ZH_CLOCK = re.compile(r"[一二三四五六七八九十两\d]+点(?:钟|左右)")  # 五点左右 (session 17), not 一点半点
+
 MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r"\binternet\b",
              r"\bonline\b", r"\b(?:tele|smart|mobile |cell )?phones?\b", r"\be-?mail", r"\bwebsite", r"\bsoftware\b",
              r"\bcode\b", r"\bcoding\b", r"\bprogram(?:ming|mer|s)?\b", r"\bpython\b", r"\bfunction\b", r"\balgorithm",
@@ -166,7 +172,13 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           # I do not possess true feelings)
                           r"knowledge is limited|\bmy book\b|true feelings|"
                           # read in session 16's heldout14 (I see that you are in distress. Do you need assistance?)
-                          r"need (?:any )?assistance", re.I)
+                          r"need (?:any )?assistance|"
+                          # read in session 17's heldout15 (I do not have information about ordering takeaway
+                          # food; Do you have any other questions?; However, I can provide a basic outline)
+                          r"any other questions|(?:have|has) no information|do not have (?:any )?information|"
+                          r"there is no information|I can provide|\boutline\b|"
+                          # and in its second run (As my creator, I exist solely to help and assist humans like you)
+                          r"my creator|exist solely", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
@@ -210,7 +222,7 @@ def anachronisms(answer: str, lang: str) -> list[str]:
     """The modern words in an answer (each once)."""
     if lang == "zh":
         return [w for w in MODERN_ZH if w in answer] + sorted({m.group(0) for m in MODERN_ZH_LATIN.finditer(answer)}) \
-            + [m.group(0) for m in MODERN_ZH_HOURS.finditer(answer)]
+            + [m.group(0) for rx in (MODERN_ZH_HOURS, MODERN_ZH_CLOCK) for m in rx.finditer(answer)]
     found = [re.search(rx, answer, re.I) for rx in MODERN_EN] + [re.search(rx, answer) for rx in MODERN_EN_CASED]
     return [m.group(0) for m in found if m]
 

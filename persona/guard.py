@@ -154,6 +154,23 @@ def copied_from(text: str, source: str, lang: str) -> int:
                  if tuple(w for _, w in words[i:i + n]) in grams), -1)
 
 
+_YOU = {"zh": re.compile("你"), "en": re.compile(r"\byou(?:rs?|rself)?\b", re.I)}
+
+
+def told_as_you(text: str, world: str, lang: str) -> int:
+    """Where the "you" is (你 / you / your) of a stretch of this turn's world info that ``text`` copies (6
+    Chinese characters or 4 English words holding it), -1 if none: copied, her facts read as
+    if she told the reader about the reader (「…你和宝玉、宝钗都是进了贾府才相识的」, "…your cousin")."""
+    n = 6 if lang == "zh" else 4
+    grams = _grams(world, lang, n)
+    if lang == "zh":
+        return next((m.start() for m in _YOU["zh"].finditer(text)
+                     if any(text[i:i + n] in grams for i in range(max(0, m.start() - n + 1), m.start() + 1))), -1)
+    words = [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
+    return next((at for j, (at, w) in enumerate(words) if _YOU["en"].fullmatch(w)
+                 and any(tuple(x for _, x in words[i:i + n]) in grams for i in range(max(0, j - n + 1), j + 1))), -1)
+
+
 def said_before(text: str, earlier: Iterable[str], lang: str, n: int = 8, final: bool = False) -> str:
     """Whether ``text``, an answer so far, starts as one of her ``earlier`` answers: "repeat" when its first
     ``n`` units (all of them, for a whole answer of 4 or more) are an earlier answer's first, "hold" while
@@ -207,6 +224,8 @@ class Rules:
     # Her earlier answers in this conversation: a new one must not say one of them again word for word (the
     # 1.5B answered three different follow-ups with its first answer, past DRY's 64-token window).
     earlier: tuple[str, ...] = ()
+    # This turn's world info (her lorebook's facts, written to her as "you"): its "you" must not be copied.
+    world: str = ""
 
 
 def _ends(text: str) -> list[int]:
@@ -366,6 +385,9 @@ class Gate:
         recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
         if recited >= 0:
             return "recited the prompt", max(0, recited - len(told[-60:]))
+        addressed = told_as_you(told[-60:] + self.pending, r.world, r.lang) if r.world else -1
+        if addressed >= 0:
+            return "recited her facts as \"you\"", max(0, addressed - len(told[-60:]))
         repeated = copied_from(told[-60:] + self.pending, "\n".join(r.earlier), r.lang) if r.earlier else -1
         if repeated >= 0:
             return "repeat", max(0, repeated - len(told[-60:]))

@@ -82,7 +82,7 @@ def test_the_prompt_sets_are_a_third_adversarial_and_well_formed() -> None:
         assert {"ai", "code", "modern", "third", "wrong"} <= set(kinds)
         for x in items:
             assert all(e == e.lower() for e in x.get("expect", [])) or character == "daiyu"
-    for later in ("heldout", "heldout2", "heldout3", "heldout4", "heldout14", "heldout15"):  # sets written after tuning: well formed, a third adversarial
+    for later in ("heldout", "heldout2", "heldout3", "heldout4", "heldout14", "heldout15", "heldout16"):  # sets written after tuning: well formed, a third adversarial
         data = json.loads(PROMPT_SETS[later].read_text("utf-8"))
         for character in ("daiyu", "elizabeth"):
             kinds = [x["kind"] for x in data[character]]
@@ -160,6 +160,23 @@ def test_an_answer_that_recites_its_prompt_is_caught() -> None:
     gate = guard.Gate(guard.Rules("zh", "你是谁？", head=head), before="我")
     _through(gate, "叫林黛玉。" + card.persona.strip()[20:60])
     assert gate.reason == "recited the prompt" and "".join(gate.shown) == "叫林黛玉。"
+
+
+def test_her_facts_copied_with_their_you_are_caught_but_a_fact_in_her_own_person_is_not() -> None:
+    # session 17's heldout15: 「…宝钗住蘅芜苑。你和宝玉、宝钗都是进了贾府才相识的。」, her lorebook's entry copied
+    world = {e["comment"]: e["content"] for e in json.loads(
+        (Path(__file__).parent.parent / "knowledge" / "daiyu" / "lorebook.json").read_text("utf-8"))["entries"]}
+    origin = next(c for c in world.values() if "祖籍姑苏" in c)
+    copied = "我祖籍姑苏，幼年随父亲住在扬州。" + origin[origin.index("你和宝玉"):].rstrip("）)")
+    assert guard.told_as_you(copied, origin, "zh") == copied.index("你和宝玉")
+    assert guard.told_as_you("我祖籍姑苏，幼年随父亲住在扬州，你问这个做什么？", origin, "zh") == -1
+    gate = guard.Gate(guard.Rules("zh", "紫鹃是你从扬州带来的吧？", world=origin), before="我")
+    _through(gate, copied[1:])
+    assert gate.reason.startswith("recited her facts") and "".join(gate.shown) == "祖籍姑苏，幼年随父亲住在扬州。"
+    entail = "(You are the second of five daughters. Longbourn is entailed on your cousin Mr. Collins.)"
+    assert guard.told_as_you("It is entailed on your cousin Mr. Collins.", entail, "en") == len("It is entailed on ")
+    assert guard.told_as_you("It is entailed on my cousin Mr. Collins, to my mother's grief.", entail, "en") == -1
+    assert guard.told_as_you("Are you asking whether I am the second of five daughters?", entail, "en") == -1
 
 
 def test_in_character_a_whole_sentence_goes_out_as_soon_as_it_ends() -> None:
@@ -437,6 +454,15 @@ def test_an_earlier_answer_said_again_to_a_new_question_is_regenerated(zh_store)
                                    earlier=("I walk to Meryton most days.", "I am well.")))
     said = " ".join(["I am well, thank you, and I walk to Meryton most days when the lanes are dry."])
     assert "".join(_through(fresh, said)) == said and fresh.reason == ""  # a few words again are fine
+
+
+def test_her_lorebook_fact_copied_with_its_you_is_continued_from_what_was_shown(zh_store) -> None:  # noqa: F811
+    fake = FakeScriptedChat(replies=["祖籍姑苏，幼年随父亲住在扬州。你和宝玉、宝钗都是进了贾府才相识的。",
+                                     "紫鹃原是老太太屋里的丫头，雪雁才是我从家里带来的。"], calls=[])
+    bot = Companion(zh_store, mode="roleplay", llm=fake)
+    done = bot.ask("你的丫头紫鹃原是你从扬州带来的吧？")
+    assert bot.last_guard == ['recited her facts as "you"'] and "你和宝玉" not in done.answer
+    assert done.answer == "我祖籍姑苏，幼年随父亲住在扬州。紫鹃原是老太太屋里的丫头，雪雁才是我从家里带来的。"
 
 
 def test_when_both_tries_trip_she_says_she_does_not_understand(en_store) -> None:  # noqa: F811
