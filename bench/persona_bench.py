@@ -104,7 +104,9 @@ MODERN_ZH = ("人工智能", "机器人", "语言模型", "模型", "电脑", "�
              # read in session 13's heldout11 (我只喜欢雪碧; 现在的生活节奏太快了)
              "雪碧", "可乐", "生活节奏", "接种", "经济条件",
              # read in session 17's heldout15 (从夜里十二时到早五点钟; 我偏喜欢空调)
-             "点钟", "电风扇")
+             "点钟", "电风扇",
+             # read in session 17's heldout16 (如果要减重的话，可以考虑运动和饮食的调整)
+             "减肥", "减重")
 # Any Latin word in her Chinese (AI, OK, Python, the model's 「语言 modelo」); no \b: 是AI吗 has none.
 MODERN_ZH_LATIN = re.compile(r"[A-Za-z]+")
 MODERN_ZH_HOURS = re.compile(r"[\d两几个]+小时")  # clock hours (10小时), not 小时候 (childhood)
@@ -132,6 +134,8 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"coca-cola", r"\bsprite\b",
              # read in session 16's heldout14 (I am not powered by a neural network; … in Carnegie Hall)
              r"neural network", r"machine learning", r"Carnegie Hall",
+             # read in session 17's heldout16 (spent some quality time together)
+             r"quality time", r"\bheadphones?\b", r"\bblogs?\b",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
 MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
@@ -147,7 +151,9 @@ ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "
                 # read in session 13's heldout10: an assistant's refusal; a sum worked out (365乘以24)
                 "不能参与", "乘以",
                 # read in session 13's heldout11 (我只知道我在书里见过紫鹃…那个场景)
-                "书里见过", "那个场景")
+                "书里见过", "那个场景",
+                # read in session 17's heldout16 (在书里，你提到过…; 这个梦是和书中的描述很相似的)
+                "在书里，", "书中的描述")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
@@ -178,7 +184,10 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"any other questions|(?:have|has) no information|do not have (?:any )?information|"
                           r"there is no information|I can provide|\boutline\b|"
                           # and in its second run (As my creator, I exist solely to help and assist humans like you)
-                          r"my creator|exist solely", re.I)
+                          r"my creator|exist solely|"
+                          # read in session 17's heldout16 (While I don't have access to your family's information;
+                          # My actions and responses are based on what is written in the text I am chatting with you about)
+                          r"have access to|actions and responses|chatting with you", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
