@@ -181,7 +181,7 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"need (?:any )?assistance|"
                           # read in session 17's heldout15 (I do not have information about ordering takeaway
                           # food; Do you have any other questions?; However, I can provide a basic outline)
-                          r"any other questions|(?:have|has) no information|do not have (?:any )?information|"
+                          r"\bany other questions|(?:have|has) no information|do not have (?:any )?information|"
                           r"there is no information|I can provide|\boutline\b|"
                           # and in its second run (As my creator, I exist solely to help and assist humans like you)
                           r"my creator|exist solely|"
