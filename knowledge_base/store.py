@@ -50,6 +50,12 @@ NEIGHBOUR_WEIGHT = 0.2
 # recall@5 0.62 / 0.75 (ours / held-out) alone and 0.50 / 0.55 fused as for e5; the issue's 红楼梦
 # figures fell the same way (0.79 alone, 0.50-0.74 fused). No fusion weight beat it alone there.
 RANKS_ALONE = {"embeddinggemma"}
+# BM25's scores, z-scored and weighted by how much of the question the book knows, may be added at this
+# share to its z-scored cosines (scores, not ranks: rank fusion is what pulled it down). Session 17
+# (bench/kb_search.py): at 0.1 recall@5 rose on 红楼梦 (0.82 / 0.80 -> 0.88 / 0.83, ours / held-out) and fell
+# on P&P's held-out set (0.75 -> 0.65) with the second look; without it 0.88 / 0.83 / 0.56 / 0.75 but the
+# first passage worse. No net gain over 100 questions, so off (docs/knowledge_base.md).
+KEYWORD_SHARE = 0.0
 
 
 READ_BATCH = 5000  # vectors read from Chroma per call when a version is opened
@@ -284,17 +290,21 @@ class KnowledgeStore:
             return []
         q_tokens = self.tokenize(query)
         alone = self.embedder_name in RANKS_ALONE
-        # A dense index that ranks alone has no use for BM25's scores: not computed (~0.2 ms, but never read).
-        bm25, coverage = (np.zeros(0, np.float32), 0.0) if alone else self._keywords.scores(q_tokens)
+        # An index that ranks alone reads BM25's scores only when it is given a share of them (~0.2 ms).
+        bm25, coverage = (np.zeros(0, np.float32), 0.0) if alone and not KEYWORD_SHARE else self._keywords.scores(q_tokens)
         fused: dict[int, float] = {}
-        for index in self._dense_indexes[:1] if alone else self._dense_indexes:
+        if alone:
+            index = self._dense_indexes[0]
             vec = _query_vector(query, index)
-            rows = index.top(vec, CANDIDATES)
-            if alone and self._windows is not None:
-                rows = self._windows.second_look(vec, index.matrix, rows)
-            for rank, row in enumerate(rows):
+            rows, base, scale = self._alone(vec, index, bm25, coverage)
+            if self._windows is not None:
+                rows = self._windows.second_look(vec, index.matrix, rows, base, scale)
+            fused = {row: 1.0 / (RRF_K + rank) for rank, row in enumerate(rows)}
+        for index in [] if alone else self._dense_indexes:
+            vec = _query_vector(query, index)
+            for rank, row in enumerate(index.top(vec, CANDIDATES)):
                 fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
-        if coverage > 0:
+        if coverage > 0 and not alone:
             top = np.argsort(-bm25, kind="stable")[:CANDIDATES]
             # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
             for rank, row in enumerate(r for r in top if bm25[r] > 0):
@@ -310,6 +320,19 @@ class KnowledgeStore:
             hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
                             c["index"], matched, self._window_scores(vec, row) if alone else []))
         return hits
+
+    @staticmethod
+    def _alone(vec: np.ndarray, index: DenseIndex, bm25: np.ndarray,
+               coverage: float) -> tuple[list[int], np.ndarray, float]:
+        """An index that ranks alone: its best CANDIDATES rows by z-scored cosine plus KEYWORD_SHARE of
+        z-scored BM25 (times the question's coverage), those scores, and the cosines' spread."""
+        sims = index.matrix @ np.asarray(vec, np.float32)
+        scale = max(float(sims.std()), 1e-6)
+        score = (sims - sims.mean()) / scale
+        if coverage > 0 and KEYWORD_SHARE and len(bm25) == len(sims):
+            score = score + KEYWORD_SHARE * coverage * (bm25 - bm25.mean()) / max(float(bm25.std()), 1e-6)
+        order = np.argsort(-score, kind="stable")[:CANDIDATES]  # ties by row: identical in every process
+        return [int(r) for r in order], score, scale
 
     def _window_scores(self, vec: np.ndarray, row: int) -> list[tuple[int, int, float]]:
         if self._windows is None:

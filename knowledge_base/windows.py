@@ -173,15 +173,19 @@ class WindowIndex:
         lo, hi = np.searchsorted(self._rows, [row, row + 1])
         return self._vectors[lo:hi].astype(np.float32) @ query
 
-    def second_look(self, query: np.ndarray, passages: np.ndarray, ranked: list[int]) -> list[int]:
+    def second_look(self, query: np.ndarray, passages: np.ndarray, ranked: list[int],
+                    base: np.ndarray | None = None, scale: float = 1.0) -> list[int]:
         """``ranked`` (rows of ``passages``, the index's matrix) with its first DEPTH rows ordered again
-        by passage and best-window score."""
+        by passage and best-window score: PASSAGE_WEIGHT × passage + the rest × best window. ``base``: the
+        rows' search scores in units of ``scale`` cosines (store: z-scored cosines plus BM25's share), to
+        which the best window's lead over its passage is added at the same weight."""
         head = ranked[:DEPTH]
         scores = []
         for row in head:
             own = float(passages[row] @ query)
             windows = self.scores(query, row)
             best = float(windows.max()) if len(windows) else own
-            scores.append(PASSAGE_WEIGHT * own + (1 - PASSAGE_WEIGHT) * best)
+            start = own if base is None else float(base[row]) * scale  # own + (1 - w)(best - own) = w·own + (1 - w)·best
+            scores.append(start + (1 - PASSAGE_WEIGHT) * (best - own))
         order = sorted(range(len(head)), key=lambda i: (-scores[i], head[i]))  # ties by position: repeatable
         return [head[i] for i in order] + ranked[DEPTH:]

@@ -65,7 +65,7 @@ def test_two_processes_rank_every_question_identically_and_exactly(tmp_path):
     assert len(runs[0][QUERIES[0]]["hits"]) == 10
 
 
-def test_an_index_that_ranks_alone_is_not_mixed_with_bm25_or_neighbours(tmp_path, monkeypatch):
+def test_an_index_that_ranks_alone_hears_bm25_by_score_not_rank_and_no_neighbours(tmp_path, monkeypatch):
     from knowledge_base import store as store_module
 
     build("rep", [_book(tmp_path / "book.txt")], lang="zh", embedder="use")
@@ -73,7 +73,17 @@ def test_an_index_that_ranks_alone_is_not_mixed_with_bm25_or_neighbours(tmp_path
     q = "妙玉泡茶用的是什么水？"
     fused = [h.chunk_id for h in store.search(q, k=10)]
     monkeypatch.setattr(store_module, "RANKS_ALONE", {"use"})  # as if USE were EmbeddingGemma
+    monkeypatch.setattr(store_module, "KEYWORD_SHARE", 0.1)  # off by default (measured: no net gain)
     alone = [h.chunk_id for h in store.search(q, k=10)]
-    assert alone == [store.chunks[r]["id"] for r in store._dense(q, 10)]
-    assert alone != fused  # BM25 and the neighbours did move this question's ranking before
+    assert alone != fused  # rank fusion with BM25 and the neighbours did move this question's ranking before
+    vec = get_embedder("use").embed([q], query=True)[0]
+    sims = store._dense_indexes[0].matrix @ vec
+    bm25, coverage = store._keywords.scores(store.tokenize(q))
+    assert coverage > 0
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    expected = np.argsort(-(z(sims) + store_module.KEYWORD_SHARE * coverage * z(bm25)), kind="stable")[:10]
+    assert alone == [store.chunks[r]["id"] for r in expected]
+    monkeypatch.setattr(store_module, "KEYWORD_SHARE", 0.0)  # no share: its own ranking alone
+    plain = [h.chunk_id for h in store.search(q, k=10)]
+    assert plain == [store.chunks[r]["id"] for r in store._dense(q, 10)] and plain != alone  # the share moved it
     assert store.stats()["searching"] == ["use"]

@@ -100,11 +100,17 @@ def test_a_store_whose_index_ranks_alone_saves_its_windows_carries_them_and_look
     assert all(1 <= len(by_id[c["id"]]) <= len(windows.window_spans(c["text"])) for c in store.chunks)
     assert store.stats()["searching"] == [name, "windows"]
     emb = get_embedder(name)
+    index = store._dense_indexes[0]
+    monkeypatch.setattr(store_module, "KEYWORD_SHARE", 0.1)  # off by default; given a share, the second look keeps it
     for q in ("妙玉 梅花上的雪", "宝玉和众人在园子里"):
         vec = emb.embed([q], query=True)[0]
-        first = store._dense_indexes[0].top(vec, store_module.CANDIDATES)
-        again = store._windows.second_look(vec, store._dense_indexes[0].matrix, first)
+        rows, base, scale = store._alone(vec, index, *store._keywords.scores(store.tokenize(q)))
+        again = store._windows.second_look(vec, index.matrix, rows, base, scale)
         assert [store._row[h.chunk_id] for h in store.search(q, k=5)] == again[:5]
+        with monkeypatch.context() as m:  # without BM25's share: its own ranking, looked at again, as before
+            m.setattr(store_module, "KEYWORD_SHARE", 0.0)
+            plain = store._windows.second_look(vec, index.matrix, index.top(vec, store_module.CANDIDATES))
+            assert [store._row[h.chunk_id] for h in store.search(q, k=5)] == plain[:5]
     # Each hit carries the question's score for each of its windows, for the excerpts (excerpts.select).
     vec = emb.embed(["妙玉 梅花上的雪"], query=True)[0]
     for h in store.search("妙玉 梅花上的雪", k=3):
@@ -114,9 +120,9 @@ def test_a_store_whose_index_ranks_alone_saves_its_windows_carries_them_and_look
         assert np.allclose([x for _, _, x in h.windows], expected, atol=1e-3)
     # And search really goes through it: a second look that reverses the candidates reverses the hits.
     with monkeypatch.context() as m:
-        m.setattr(store._windows, "second_look", lambda vec, matrix, rows: rows[::-1])
+        m.setattr(store._windows, "second_look", lambda vec, matrix, rows, *scores: rows[::-1])
         vec = emb.embed(["妙玉 梅花上的雪"], query=True)[0]
-        last = store._dense_indexes[0].top(vec, store_module.CANDIDATES)[::-1]
+        last = store._alone(vec, index, *store._keywords.scores(store.tokenize("妙玉 梅花上的雪")))[0][::-1]
         assert [store._row[h.chunk_id] for h in store.search("妙玉 梅花上的雪", k=5)] == last[:5]
     # Another book: its chunks get windows, the kept chunks' windows are carried into the new version.
     build("win", [write(tmp_path / "in" / "extra.txt", "第一回 别的\n\n" + "又是一段无关的话。" * 40 + "\n")],
