@@ -300,16 +300,16 @@ class KnowledgeStore:
             if self._windows is not None:
                 rows = self._windows.second_look(vec, index.matrix, rows, base, scale)
             fused = {row: 1.0 / (RRF_K + rank) for rank, row in enumerate(rows)}
-        for index in [] if alone else self._dense_indexes:
-            vec = _query_vector(query, index)
-            for rank, row in enumerate(index.top(vec, CANDIDATES)):
-                fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
-        if coverage > 0 and not alone:
-            top = np.argsort(-bm25, kind="stable")[:CANDIDATES]
-            # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
-            for rank, row in enumerate(r for r in top if bm25[r] > 0):
-                fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
-        if not alone:
+        else:
+            for index in self._dense_indexes:
+                vec = _query_vector(query, index)
+                for rank, row in enumerate(index.top(vec, CANDIDATES)):
+                    fused[row] = fused.get(row, 0.0) + index.weight / (RRF_K + rank)
+            if coverage > 0:
+                top = np.argsort(-bm25, kind="stable")[:CANDIDATES]
+                # Weighted by how much of the question the book's vocabulary knows (see KeywordIndex.scores).
+                for rank, row in enumerate(r for r in top if bm25[r] > 0):
+                    fused[int(row)] = fused.get(int(row), 0.0) + coverage / (RRF_K + rank)
             fused = self._with_neighbours(fused)
         best = sorted(fused, key=lambda r: (-fused[r], r))[:k]  # ties broken by position: repeatable
         hits = []

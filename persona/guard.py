@@ -141,6 +141,11 @@ def third_person(text: str, names: Iterable[str], lang: str) -> int:
     return min(found, default=-1)
 
 
+def _words(text: str) -> list[tuple[int, str]]:
+    """English words of ``text``, lowercased, each with its offset."""
+    return [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
+
+
 def copied_from(text: str, source: str, lang: str) -> int:
     """Where ``text`` starts copying a long stretch of ``source`` word for word (16 Chinese characters,
     10 English words), -1 if it does not: a small model recites its prompt (你是林如海与贾敏的独女，母亲早逝后…)
@@ -149,7 +154,7 @@ def copied_from(text: str, source: str, lang: str) -> int:
     grams = _grams(source, lang, n)
     if lang == "zh":
         return next((i for i in range(len(text) - n + 1) if text[i:i + n] in grams), -1)
-    words = [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
+    words = _words(text)
     return next((words[i][0] for i in range(len(words) - n + 1)
                  if tuple(w for _, w in words[i:i + n]) in grams), -1)
 
@@ -166,7 +171,7 @@ def told_as_you(text: str, world: str, lang: str) -> int:
     if lang == "zh":
         return next((m.start() for m in _YOU["zh"].finditer(text)
                      if any(text[i:i + n] in grams for i in range(max(0, m.start() - n + 1), m.start() + 1))), -1)
-    words = [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
+    words = _words(text)
     return next((at for j, (at, w) in enumerate(words) if _YOU["en"].fullmatch(w)
                  and any(tuple(x for _, x in words[i:i + n]) in grams for i in range(max(0, j - n + 1), j + 1))), -1)
 
@@ -175,7 +180,7 @@ def said_before(text: str, earlier: Iterable[str], lang: str, n: int = 8, final:
     """Whether ``text``, an answer so far, starts as one of her ``earlier`` answers: "repeat" when its first
     ``n`` units (all of them, for a whole answer of 4 or more) are an earlier answer's first, "hold" while
     it may still become one, "" once it cannot."""
-    mine = units(text, lang)
+    mine = tuple(units(text, lang))
     if lang != "zh" and not final and re.search(r"[A-Za-z']$", text):
         mine = mine[:-1]  # the last word may still be arriving ("c" of "could")
     if not mine:
@@ -183,13 +188,19 @@ def said_before(text: str, earlier: Iterable[str], lang: str, n: int = 8, final:
     hold = False
     k = min(len(mine), n)
     for answer in earlier:
-        theirs = units(answer, lang)
+        theirs = _units_once(answer, lang)
         if len(theirs) < k or mine[:k] != theirs[:k]:
             continue
         if k == n or (final and mine == theirs and k >= 4):
             return "repeat"
         hold = hold or not final
     return "hold" if hold else ""
+
+
+@lru_cache(maxsize=64)
+def _units_once(answer: str, lang: str) -> tuple[str, ...]:
+    """units() of an earlier answer, split once per conversation rather than on every streamed piece."""
+    return tuple(units(answer, lang))
 
 
 @lru_cache(maxsize=16)
@@ -382,15 +393,14 @@ class Gate:
         strange = r.unknown(fresh[:upto]) if r.unknown else []
         if strange:
             return "strange: " + ", ".join(strange), fresh.find(strange[0]) - len(seen)
-        recited = copied_from(told[-60:] + self.pending, r.head, r.lang) if r.head else -1
-        if recited >= 0:
-            return "recited the prompt", max(0, recited - len(told[-60:]))
-        addressed = told_as_you(told[-60:] + self.pending, r.world, r.lang) if r.world else -1
-        if addressed >= 0:
-            return "recited her facts as \"you\"", max(0, addressed - len(told[-60:]))
-        repeated = copied_from(told[-60:] + self.pending, "\n".join(r.earlier), r.lang) if r.earlier else -1
-        if repeated >= 0:
-            return "repeat", max(0, repeated - len(told[-60:]))
+        # Copies are looked for in the text shown last and what is pending (a copy may straddle them).
+        back = told[-60:]
+        tail = back + self.pending
+        for why, at in (("recited the prompt", copied_from(tail, r.head, r.lang) if r.head else -1),
+                        ('recited her facts as "you"', told_as_you(tail, r.world, r.lang) if r.world else -1),
+                        ("repeat", copied_from(tail, "\n".join(r.earlier), r.lang) if r.earlier else -1)):
+            if at >= 0:
+                return why, max(0, at - len(back))
         asked = _asked_again(fresh, r.question, r.lang) if r.echo else -1
         if asked >= 0:
             return "echo", asked - len(seen)  # …\n\n你觉得凤姐这个人厉害不厉害？: the question said back at the end

@@ -452,7 +452,7 @@ def test_an_earlier_answer_said_again_to_a_new_question_is_regenerated(zh_store)
     assert "".join(_through(again, "I do not know.")) == "" and again.reason == "repeat"  # a short one, whole
     fresh = guard.Gate(guard.Rules("en", "Do you like walking?", echo=False,
                                    earlier=("I walk to Meryton most days.", "I am well.")))
-    said = " ".join(["I am well, thank you, and I walk to Meryton most days when the lanes are dry."])
+    said = "I am well, thank you, and I walk to Meryton most days when the lanes are dry."
     assert "".join(_through(fresh, said)) == said and fresh.reason == ""  # a few words again are fine
 
 
