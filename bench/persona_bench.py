@@ -71,6 +71,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout15": REPO / "bench" / "data" / "persona_prompts_heldout15.json",
                # written in session 17 after heldout15's runs and the changes they prompted, before its first run
                "heldout16": REPO / "bench" / "data" / "persona_prompts_heldout16.json",
+               # written in session 18 before any of its changes, committed before its first run
+               "heldout17": REPO / "bench" / "data" / "persona_prompts_heldout17.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
@@ -516,6 +518,8 @@ def main() -> int:
     parser.add_argument("--examples", type=int, help="tokens of her lines on a first turn (the app's: 60; 120 before)")
     parser.add_argument("--lines", help="her lines on a first turn and a follow-up, e.g. 2,1 (the app's: 2,0)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--temperature", type=float,
+                        help="role-play's sampling temperature (the app's setting `temperature`: 0.7)")
     parser.add_argument("--seed", type=int, default=0, help="llama.cpp sampling seed (-1: random)")
     parser.add_argument("--shared", type=Path, default=Path("/tmp/zhiyin-bench"),
                         help="the home holding the full-novel stores (bench/chat_bench.py's; built there if missing)")
@@ -538,6 +542,8 @@ def main() -> int:
         print(f"error: {', '.join(missing)} not found in {CORPUS}; put the corpus there.", file=sys.stderr)
         return 2
     os.environ.setdefault("ZHIYIN_MODELS", str(REPO / "checkpoints"))
+    if args.temperature is not None:  # as a user's settings.toml would: Companion reads it from the settings
+        os.environ["ZHIYIN_TEMPERATURE"] = str(args.temperature)
     shared = args.shared.expanduser().resolve()
     ensure_stores(shared)
     os.environ["ZHIYIN_HOME"] = str(bench_home(shared, args.home.expanduser().resolve()))
@@ -548,6 +554,7 @@ def main() -> int:
     label = "assistant" if args.assistant else args.label
     styles = style_scores({cid: [r["answer"] for r in rs] for cid, rs in rows.items()})
     run = {"label": label, "prompts": args.prompts, "max_tokens": args.max_tokens, "seed": args.seed, "ids": ids,
+           "temperature": args.temperature,
            "load_average_before": [round(x, 2) for x in os.getloadavg()], "minutes": round((time.perf_counter() - t0) / 60, 1),
            "characters": {cid: summarise(rs) | {"style": styles[cid]} for cid, rs in rows.items()}, "rows": rows}
     print_table([run])
