@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.chat_bench import BOOKS, CORPUS, copy_cards, ensure_stores, judge_roleplay  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
-from persona.guard import GARBLED, echoes as guard_echoes  # noqa: E402
+from persona.guard import GARBLED, asked_again, echoes as guard_echoes  # noqa: E402
 from prompting import texts_for  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "persona_prompts.json"
@@ -138,8 +138,12 @@ MODERN_EN = (r"artificial intelligence", r"language model", r"\bcomputers?\b", r
              r"neural network", r"machine learning", r"Carnegie Hall",
              # read in session 17's heldout16 (spent some quality time together)
              r"quality time", r"\bheadphones?\b", r"\bblogs?\b",
+             # read in session 18's heldout17 (I cannot play games on my mobile device; …games on my mobile)
+             r"\bmobile\b",
+             # and in its run of the main set (I live in England during the years around [1]st century AD)
+             r"\bcentury\b",
              r"[\u4e00-\u9fff]")  # Chinese in her English ("coffee from星巴克")
-MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b")  # as capitals only: "ok" is not a word of hers either way
+MODERN_EN_CASED = (r"\bAI\b", r"\bOK\b", r"\bTV\b", r"\bIG\b", r"\bAD\b")  # as capitals only: "ok" is not a word of hers either way
 CODE = re.compile(r"```|\bdef \w+\(|\breturn\b.*[\[\(]|\bprint\(|\bimport \w+|\w+\s*=\s*\w+\(|[a-z_]+\[::-1\]|"
                   r"\*\*\S|\\\(|\\frac|[a-z]\^\d")  # code, or an assistant's markdown and LaTeX
 ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "帮忙的吗", "我可以帮你", "帮助你", "让我们一起", "为你解答", "随时告诉我",
@@ -155,7 +159,9 @@ ASSISTANT_ZH = ("有什么可以帮", "有什么我可以帮", "可以帮忙", "
                 # read in session 13's heldout11 (我只知道我在书里见过紫鹃…那个场景)
                 "书里见过", "那个场景",
                 # read in session 17's heldout16 (在书里，你提到过…; 这个梦是和书中的描述很相似的)
-                "在书里，", "书中的描述")
+                "在书里，", "书中的描述",
+                # read in session 18's heldout17: her prompt's note after the question, written on a new line
+                "\n（", "\n(")
 ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|here to (?:help|assist|provide)|"
                           r"happy to help|glad to help|I'd be happy to|questions or tasks|"
                           r"here is (?:a|an|the) (?:python|function|code)|as an? (?:AI|assistant|language model)|"
@@ -189,7 +195,15 @@ ASSISTANT_EN = re.compile(r"how can I (?:help|assist)|I can (?:help|assist) you|
                           r"my creator|exist solely|"
                           # read in session 17's heldout16 (While I don't have access to your family's information;
                           # My actions and responses are based on what is written in the text I am chatting with you about)
-                          r"have access to|actions and responses|chatting with you", re.I)
+                          r"have access to|actions and responses|chatting with you|"
+                          # read in session 18's heldout17 (…if you would provide more information about the context
+                          # and the desired output; …(Mr. Bingley took Netherfield: her prompt's note on a new line)
+                          r"provide more information|desired output|\n\(|"
+                          # and in its run of the main set (I cannot give that information without consulting my own
+                          # records or checking with other sources. Is there anything specific you would like to know?)
+                          r"anything specific|other sources|that information|"
+                          # and its rerun (I don't have personal experiences or emotions like others)
+                          r"personal experiences?", re.I)
 AI_TALK_EN = re.compile(r"\b(?:AI|artificial intelligence|language model|chatbot|computer program|OpenAI)\b", re.I)
 AI_TALK_ZH = ("人工智能", "智能体", "智能助理", "系统提示", "人类的语言", "AI", "语言模型", "模型", "机器人", "程序", "助手",
               # what the model says of itself without those words (read in session 7's answers)
@@ -248,7 +262,8 @@ def judge(answer: str, character: str, prompt: str, item: dict | None = None) ->
     # a loop, or text gone to noise (stacked combining marks: read in session 16's heldout14)
     loop = find_loop(answer, lang) or ("garbled" if GARBLED.search(answer) else "")
     # or the question asked back (「我今天下雪了，冷不冷？」): the app's own rule, persona.guard.echoes
-    echo = base["echo"] or near_echo(answer, prompt, lang) or guard_echoes(answer, prompt, lang)
+    echo = base["echo"] or near_echo(answer, prompt, lang) or guard_echoes(answer, prompt, lang) \
+        or asked_again(answer, prompt, lang) > 0  # …\n\n宝玉挨打以后，我去看他了吗？ (session 18's heldout17)
     old = anachronisms(answer, lang)
     out = {
         "first_person": base["first_person"] and not echo,

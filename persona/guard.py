@@ -84,11 +84,21 @@ def echoes(answer: str, question: str, lang: str, whole: bool = False) -> bool:
     return answer.rstrip().endswith(("？", "?")) and (said_back >= 0.5 or new <= 0.25)
 
 
-def _asked_again(text: str, question: str, lang: str) -> int:
-    """Where ``text`` says the whole question again, word for word (-1: it does not). A short question
-    ("How so?", 你好吗) may well be said inside an answer of hers."""
+_PERSON_EN = re.compile(r"^(?:you|your|i|my|me)$", re.I)
+
+
+def asked_again(text: str, question: str, lang: str) -> int:
+    """Where ``text`` says the whole question again, word for word or with its "you" turned to "I"
+    (宝玉挨打以后，我去看他了吗？), -1 where it does not. A short question ("How so?", 你好吗) may well be
+    said inside an answer of hers."""
     q = question.strip().rstrip("？?。.!！ ")
-    return text.find(q) if len(units(q, lang)) >= (6 if lang == "zh" else 4) else -1
+    if len(units(q, lang)) < (6 if lang == "zh" else 4):
+        return -1
+    if lang == "zh":  # 你/您 -> 我 keeps every offset
+        return _swap_person(text, lang).find(_swap_person(q, lang))
+    words = [r"(?:you|your|i|my|me)" if _PERSON_EN.match(w) else re.escape(w) for w in q.split()]
+    found = re.search(r"\s+".join(words), text, re.I)
+    return found.start() if found else -1
 
 
 @lru_cache(maxsize=4096)
@@ -401,7 +411,7 @@ class Gate:
                         ("repeat", copied_from(tail, "\n".join(r.earlier), r.lang) if r.earlier else -1)):
             if at >= 0:
                 return why, max(0, at - len(back))
-        asked = _asked_again(fresh, r.question, r.lang) if r.echo else -1
+        asked = asked_again(fresh, r.question, r.lang) if r.echo else -1
         if asked >= 0:
             return "echo", asked - len(seen)  # …\n\n你觉得凤姐这个人厉害不厉害？: the question said back at the end
         told_by = _NARRATION[r.lang].search(fresh) if r.echo else None  # in character only

@@ -404,7 +404,7 @@ class FakeScriptedChat(BaseChatModel):
 
     def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        self.calls.append({"messages": messages, **kwargs})
+        self.calls.append({"messages": messages, "stop": stop, **kwargs})
         reply = self.replies[min(len(self.calls) - 1, len(self.replies) - 1)]
         for ch in reply:
             yield ChatGenerationChunk(message=AIMessageChunk(content=ch))
@@ -463,6 +463,20 @@ def test_her_lorebook_fact_copied_with_its_you_is_continued_from_what_was_shown(
     done = bot.ask("你的丫头紫鹃原是你从扬州带来的吧？")
     assert bot.last_guard == ['recited her facts as "you"'] and "你和宝玉" not in done.answer
     assert done.answer == "我祖籍姑苏，幼年随父亲住在扬州。紫鹃原是老太太屋里的丫头，雪雁才是我从家里带来的。"
+
+
+@pytest.mark.parametrize("store, question", [("zh_store", "你是坐船进京的吗？"),
+                                             ("en_store", "Where did you first meet Mr. Darcy?")])
+def test_her_answer_is_one_paragraph(store, question, request) -> None:
+    # heldout17, session 18: "…he called me tolerable.\n\n(Mr. Bingley took Netherfield…": her lorebook's note
+    # after the question, written on as if it were hers; after a blank line, 20 of 21 answers of sessions 15-18
+    # went on with an essay, her notes or the question again. llama.cpp ends the answer at a stop string.
+    fake = FakeScriptedChat(replies=["I met him at the assembly."], calls=[])
+    Companion(request.getfixturevalue(store), mode="roleplay", llm=fake).ask(question)
+    assert {"\n\n", "\n("} <= set(fake.calls[0]["stop"])
+    fake = FakeScriptedChat(replies=["I met him at the assembly."], calls=[])
+    Companion(request.getfixturevalue(store), mode="reader", llm=fake).ask(question)
+    assert not {"\n\n", "\n("} & set(fake.calls[0].get("stop") or [])  # reader mode may write paragraphs
 
 
 def test_when_both_tries_trip_she_says_she_does_not_understand(en_store) -> None:  # noqa: F811

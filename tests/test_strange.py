@@ -267,6 +267,13 @@ def test_the_question_said_again_at_the_end_of_her_answer_is_cut() -> None:
     gate = guard.Gate(guard.Rules("en", "Do you enjoy dancing?"), before="I")
     out = gate.feed(" do, very much. Do you enjoy dancing? I should think so.") + gate.close()
     assert gate.reason == "echo" and out.strip() == "do, very much."
+    # heldout17, session 18: the question said back with its "you" turned to "I"
+    gate = guard.Gate(guard.Rules("zh", "宝玉挨打以后，你去看他了吗？"), before="我")
+    out = "".join(gate.feed(ch) for ch in "可撑不住了，回去还要吃药呢。\n\n宝玉挨打以后，我去看他了吗？") + gate.close()
+    assert gate.reason == "echo" and out.strip() == "可撑不住了，回去还要吃药呢。"
+    gate = guard.Gate(guard.Rules("en", "Why did your father allow Lydia to go to Brighton?"), before="I")
+    out = gate.feed(" cannot say. Why did my father allow Lydia to go to Brighton? He wanted peace.") + gate.close()
+    assert gate.reason == "echo" and out.strip() == "cannot say."
     gate = guard.Gate(guard.Rules("en", "How so?"), before="I")
     out = gate.feed(" hardly know. How so? Because he never said it.") + gate.close()
     assert not gate.reason and out == " hardly know. How so? Because he never said it."  # short: hers to say
