@@ -27,7 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -72,6 +75,21 @@ def upgraded_stores(home: str):  # -> Iterator[tuple[str, str, KnowledgeStore, l
         yield book, lang, store, sets
 
 
+def evidence_rows(chunks: list[dict], questions: list[dict], lang: str) -> list[set[int]]:
+    """For each question, the rows of ``chunks`` that hold one of its evidence strings (the hit rule)."""
+    flat = [_squash(c["text"], lang) for c in chunks]
+    return [{r for r, t in enumerate(flat) if any(_squash(e, lang) in t for e in q["evidence"])} for q in questions]
+
+
+def recall_at(scores: Iterable[np.ndarray], gold: list[set[int]], ks: tuple[int, ...] = (1, 5, 20)) -> list[float]:
+    """recall@k of exact rankings: each question's scores over every row, ties broken by row (repeatable)."""
+    hits = np.zeros(len(ks))
+    for score, g in zip(scores, gold, strict=True):
+        order = np.lexsort((np.arange(len(score)), -score))
+        hits += [bool(g & set(order[:k].tolist())) for k in ks]
+    return (hits / len(gold)).round(2).tolist()
+
+
 def _child(argv: list[str]) -> None:
     """In a child process: one build or upgrade, its report as JSON on stdout."""
     from knowledge_base.builder import build, upgrade
@@ -103,7 +121,6 @@ def run_child(*args: str) -> tuple[dict, float, float]:
 
 def evaluate(cid: str, questions: list[dict], lang: str) -> dict:
     """Warm search latency and recall of the live store of ``cid``."""
-    import numpy as np
 
     from knowledge_base.store import KnowledgeStore
 

@@ -59,8 +59,7 @@ def main() -> int:
             for key, prompt in PROMPTS.items():
                 emb.query_prompt = prompt
                 vecs[key] = emb.embed([q["q"] for q in questions], query=True)
-            gold = [{r for r in range(n) if any(kb_bench._squash(e, lang) in kb_bench._squash(store.chunks[r]["text"], lang)
-                                                 for e in item["evidence"])} for item in questions]
+            gold = kb_bench.evidence_rows(store.chunks, questions, lang)
             variants: dict[str, Callable[[int], np.ndarray]] = {
                 **{k: (lambda i, k=k: matrix @ vecs[k][i]) for k in PROMPTS},
                 "qa+search": lambda i: matrix @ (vecs["qa"][i] + vecs["search"][i]),
@@ -73,13 +72,8 @@ def main() -> int:
                 "all windows 0.25": lambda i: 0.75 * (matrix @ vecs["qa"][i]) + 0.25 * best_window(vecs["qa"][i]),
                 "all windows 0.5": lambda i: 0.5 * (matrix @ vecs["qa"][i]) + 0.5 * best_window(vecs["qa"][i]),
             }
-            row = {}
-            for label, score in variants.items():
-                hits = np.zeros(3)
-                for i in range(len(questions)):
-                    order = np.lexsort((np.arange(n), -score(i)))  # ties by position: repeatable
-                    hits += [bool(gold[i] & set(order[:k].tolist())) for k in (1, 5, 20)]
-                row[label] = (hits / len(questions)).round(2).tolist()
+            row = {label: kb_bench.recall_at((score(i) for i in range(len(questions))), gold)
+                   for label, score in variants.items()}
             results[f"{book} {name}"] = row
             print(f"{book} {name}")
             for label, r in row.items():

@@ -52,15 +52,6 @@ def titles(variant: str, chunks: list[dict], book: str, terms: list[str], lang: 
     return out
 
 
-def recall(matrix: np.ndarray, qvecs: np.ndarray, gold: list[set[int]]) -> list[float]:
-    hits = np.zeros(3)
-    n = matrix.shape[0]
-    for q, g in zip(qvecs, gold, strict=True):
-        order = np.lexsort((np.arange(n), -(matrix @ q)))  # ties by position: repeatable
-        hits += [bool(g & set(order[:k].tolist())) for k in (1, 5, 20)]
-    return (hits / len(gold)).round(2).tolist()
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--home", required=True, help="the ZHIYIN_HOME kb_bench.py --home built and upgraded")
@@ -83,18 +74,20 @@ def main() -> int:
             continue
         chunks, n = store.chunks, len(store.chunks)
         terms = [t for t, _ in TERM_MINERS.create(lang, texts=[c["text"] for c in chunks])][:300]
-        qsets = [(name, emb.embed([q["q"] for q in qs], query=True),
-                  [{r for r in range(n) if any(kb_bench._squash(e, lang) in kb_bench._squash(chunks[r]["text"], lang)
-                                               for e in item["evidence"])} for item in qs]) for name, qs in sets]
-        row = {"chapter (the store's own vectors)": {name: recall(store._dense_indexes[0].matrix, qv, gold)
-                                                     for name, qv, gold in qsets}}
+        qsets = [(name, emb.embed([q["q"] for q in qs], query=True), kb_bench.evidence_rows(chunks, qs, lang))
+                 for name, qs in sets]
+
+        def recall(matrix: np.ndarray) -> dict[str, list[float]]:
+            return {name: kb_bench.recall_at(qv @ matrix.T, gold) for name, qv, gold in qsets}
+
+        row: dict[str, dict] = {"chapter (the store's own vectors)": recall(store._dense_indexes[0].matrix)}
         for variant in args.variants:
             t0 = time.perf_counter()
             inputs = [emb.passage(c["text"], t) for c, t in zip(chunks, titles(variant, chunks, book, terms, lang),
                                                                  strict=True)]
             parts = [emb.embed(inputs[i:i + 64]) for i in tqdm(range(0, n, 64), desc=f"{book} {variant}", unit="×64")]
             matrix = np.vstack(parts)
-            row[variant] = {name: recall(matrix, qv, gold) for name, qv, gold in qsets}
+            row[variant] = recall(matrix)
             row[variant]["embed_s"] = round(time.perf_counter() - t0)
             print(f"{book} {variant}: {row[variant]}", flush=True)
         row["example titles"] = titles("chapter+names", chunks[100:103], book, terms, lang)

@@ -42,7 +42,8 @@ def main() -> int:
     from knowledge_base.reading import read_text
     from settings import load_settings
 
-    server = llm.get_chat_model(load_settings()).server
+    model = llm.get_chat_model(load_settings())
+    server = model.server
     book = read_text(args.text)[0]  # the corpus's 红楼梦 is GB18030
 
     def read(prompt: str) -> dict:
@@ -65,8 +66,8 @@ def main() -> int:
     summary = {name: {"new": rows[0]["new"], "cached": rows[0]["cached"],
                       "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rows)}
                for name, rows in seen.items()}
-    result = {"command": "python bench/llama_context.py " + " ".join(sys.argv[1:]), "model": llm.model_label(
-        llm.get_chat_model(load_settings())), "load_average": [round(x, 2) for x in os.getloadavg()],
+    result = {"command": "python bench/llama_context.py " + " ".join(sys.argv[1:]), "model": llm.model_label(model),
+              "load_average": [round(x, 2) for x in os.getloadavg()],
               "summary": summary, "rows": seen}
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(summary, ensure_ascii=False, indent=1))
