@@ -41,6 +41,10 @@ from settings import Settings, load_settings
 
 MIN_EXCERPTS = 20  # tokens left after the best passage below which no excerpt is worth its "…"
 EARLIER_ANSWERS = 3  # her last answers a new one may not repeat word for word (persona/guard.py, Rules.earlier)
+# In character her answer is one spoken paragraph, whatever her language or her own prompts.yaml: after a blank
+# line, or at a new line opening a parenthesis (the prompt's note after the question), the 1.5B wrote something
+# else in 20 of 21 stored answers of sessions 15-18: an essay, her notes, the question again (docs/persona.md).
+ONE_PARAGRAPH = ["\n\n", "\n(", "\n（"]
 
 
 def lead_and_excerpts(question: str, hits: list[Hit], budget: int, per_passage: int, lead: int, lang: str,
@@ -544,7 +548,7 @@ class Companion:
         avoid = rules.modern if rules.figures else (*rules.modern, *"0123456789")
         kwargs = steering(self.llm, REPETITION.get(self.mode.name), avoid) | sampling
         if self.mode.in_character:  # she ends where the model starts writing the prompt's next part
-            kwargs["stop"] = merge_stop(self._guard_words().get("stop"), sampling.get("stop"))
+            kwargs["stop"] = merge_stop(self._guard_words().get("stop"), ONE_PARAGRAPH, sampling.get("stop"))
         messages, said = prepared.messages, prepared.prefill
         self.last_guard = []
         for attempt in range(2):
