@@ -29,6 +29,14 @@ def native_bf16() -> bool:
     return choice("ZHIYIN_EMBED_BF16", bool(flags() & {"avx512_bf16", "amx_bf16"}))
 
 
+def embed_onnx() -> bool:
+    """Whether EmbeddingGemma runs in ONNX Runtime (where exported) rather than torch. Chosen where the CPU lacks
+    native bf16: there torch runs fp32, and ONNX Runtime computed the same vectors 2.3-2.9x faster per question,
+    ~1.3x per passage (session 19, AMD EPYC with AVX2). Where bf16 is native, torch's bf16 stays: ONNX Runtime
+    was not measured on such a CPU. ZHIYIN_EMBED_ONNX=0/1 overrides."""
+    return choice("ZHIYIN_EMBED_ONNX", not native_bf16())
+
+
 def llama_repack() -> bool:
     """Whether llama.cpp repacks the model's weights for its CPU matrix kernels (its default). On an AVX2 CPU
     without AVX-512 (session 15's AMD EPYC) prompts were read faster without: 47-50 against 39-41 tokens/s

@@ -20,6 +20,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("ZHIYIN_MODELS", str(HERE.parent / "checkpoints"))
+os.environ["ZHIYIN_EMBED_ONNX"] = "0"  # torch's attention implementations are what is compared
+
+
+def sample_passages(emb, store: str, n: int) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """``n`` passages spread over the store's book, as ``emb`` embeds them (document prompt, chapter title),
+    with their windows' character spans: what the upgrade embeds. The store is read from ZHIYIN_HOME."""
+    from knowledge_base.embedders import passage_inputs
+    from knowledge_base.store import current_version, read_chunks, store_root
+    from knowledge_base.windows import window_spans
+
+    version = current_version(store_root(store))
+    if version is None:
+        raise LookupError(f"no store '{store}' in {os.environ.get('ZHIYIN_HOME')}; build one with "
+                          "bench/kb_bench.py --home DIR")
+    chunks = read_chunks(version)
+    chunks = chunks[:: max(1, len(chunks) // n)][:n]
+    texts = passage_inputs(emb, chunks)
+    return texts, [[(s + len(t) - len(c["text"]), e + len(t) - len(c["text"])) for s, e in window_spans(c["text"])]
+                   for t, c in zip(texts, chunks, strict=True)]
 
 
 def main() -> int:
@@ -32,21 +51,15 @@ def main() -> int:
 
     import numpy as np
 
-    from knowledge_base.embedders import get_embedder, passage_inputs
-    from knowledge_base.store import current_version, read_chunks, store_root
-    from knowledge_base.windows import window_spans
+    from knowledge_base.embedders import get_embedder
 
-    version = current_version(store_root(args.store))
-    if version is None:
-        print(f"error: no store '{args.store}' in {args.home}; build one with bench/kb_bench.py --home {args.home}")
-        return 2
-    chunks = read_chunks(version)
-    chunks = chunks[:: max(1, len(chunks) // args.passages)][: args.passages]
     emb = get_embedder("embeddinggemma")
+    try:
+        texts, spans = sample_passages(emb, args.store, args.passages)
+    except LookupError as exc:
+        print(f"error: {exc}")
+        return 2
     model = emb._model[0].auto_model
-    texts = passage_inputs(emb, chunks)
-    spans = [[(s + len(t) - len(c["text"]), e + len(t) - len(c["text"])) for s, e in window_spans(c["text"])]
-             for t, c in zip(texts, chunks, strict=True)]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     emb.embed_spans(texts[:4], spans[:4])  # warm
     seconds = {"sdpa": 0.0, "eager": 0.0}

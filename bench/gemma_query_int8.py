@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+os.environ["ZHIYIN_EMBED_ONNX"] = "0"  # torch's int8 is what is measured
 from knowledge_base.embedders import get_embedder  # noqa: E402
 
 

@@ -139,11 +139,8 @@ class SentenceTransformerEmbedder(Embedder):
         self._lock = threading.Lock()
         self.name = name or f"st:{path.name}"
         self.dim = int(self._model.get_embedding_dimension())
-        prompts: dict[str, str] = dict(self._model.prompts or {})
-        default = prompts.get(self._model.default_prompt_name or "", "")
-        # sentence-transformers 6 fills in empty "query"/"document" prompts: an empty one does not count.
-        self.query_prompt = next((prompts[n] for n in QUERY_PROMPTS if prompts.get(n)), default)
-        self.document_prompt = next((prompts[n] for n in DOCUMENT_PROMPTS if prompts.get(n)), default)
+        self.query_prompt, self.document_prompt = _prompts(dict(self._model.prompts or {}),
+                                                           self._model.default_prompt_name)
         pooling = next((m for m in self._model if hasattr(m, "include_prompt")), None)
         # Where pooling skips the prompt's tokens, the prompt must go in as ``prompt=``, not inside the text.
         self._prompt_in_text = bool(getattr(pooling, "include_prompt", True))
@@ -154,12 +151,7 @@ class SentenceTransformerEmbedder(Embedder):
                             and getattr(pooling, "pooling_mode", "") == "mean")
 
     def passage(self, text: str, title: str | None = None) -> str:
-        if not self._prompt_in_text:
-            return text
-        prompt = self.document_prompt
-        if title and TITLE_SLOT in prompt:
-            prompt = prompt.replace(TITLE_SLOT, "title: " + " ".join(title.split()))
-        return prompt + text
+        return _with_title(self.document_prompt, text, title) if self._prompt_in_text else text
 
     def embed(self, texts: list[str], query: bool = False) -> np.ndarray:
         if not texts:
@@ -178,31 +170,123 @@ class SentenceTransformerEmbedder(Embedder):
         import torch
 
         model = self._model
-        dtype = next(model.parameters()).dtype
         with self._lock, torch.inference_mode():
             enc = model.tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
                                   return_offsets_mapping=True, return_tensors="pt")
             offsets = enc.pop("offset_mapping")
             tokens = model[0]({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-            pooled, owner = [], []
-            for b, parts in enumerate(spans):
-                mask = enc["attention_mask"][b].bool()
-                vecs, where = tokens["token_embeddings"][b][mask], offsets[b][mask]
-                pooled.append(vecs.float().mean(0))  # the model's own pooling: every token, prompt included
+            return _pool_spans(tokens["token_embeddings"], enc["attention_mask"], offsets, spans,
+                               list(model)[self._pooling_at + 1:], next(model.parameters()).dtype)
+
+
+def _prompts(prompts: dict[str, str], default_name: str | None) -> tuple[str, str]:
+    """The (query, document) prompts of a sentence-transformers config: its named ones, else its default."""
+    default = prompts.get(default_name or "", "")
+    # sentence-transformers 6 fills in empty "query"/"document" prompts: an empty one does not count.
+    return (next((prompts[n] for n in QUERY_PROMPTS if prompts.get(n)), default),
+            next((prompts[n] for n in DOCUMENT_PROMPTS if prompts.get(n)), default))
+
+
+def _with_title(prompt: str, text: str, title: str | None) -> str:
+    if title and TITLE_SLOT in prompt:
+        prompt = prompt.replace(TITLE_SLOT, "title: " + " ".join(title.split()))
+    return prompt + text
+
+
+def _pool_spans(token_vecs, attention_mask, offsets, spans: list[list[tuple[int, int]]], head: list,
+                dtype=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each passage's mean-pooled vector and one per character span inside it (late pooling), all put
+    through ``head``, the sentence-transformers modules after pooling (torch tensors in, as they run)."""
+    import torch
+
+    pooled, owner = [], []
+    for b, parts in enumerate(spans):
+        mask = attention_mask[b].bool()
+        vecs, where = token_vecs[b][mask], offsets[b][mask]
+        pooled.append(vecs.float().mean(0))  # the model's own pooling: every token, prompt included
+        owner.append(b)
+        real = where[:, 1] > where[:, 0]  # special tokens have empty offsets
+        for start, end in parts:
+            inside = real & (where[:, 0] >= start) & (where[:, 0] < end)
+            if bool(inside.any()):
+                pooled.append(vecs[inside].float().mean(0))
                 owner.append(b)
-                real = where[:, 1] > where[:, 0]  # special tokens have empty offsets
-                for start, end in parts:
-                    inside = real & (where[:, 0] >= start) & (where[:, 0] < end)
-                    if bool(inside.any()):
-                        pooled.append(vecs[inside].float().mean(0))
-                        owner.append(b)
-            features = {"sentence_embedding": torch.stack(pooled).to(dtype)}
-            for module in list(model)[self._pooling_at + 1:]:
-                features = module(features)
-            out = _normalise(features["sentence_embedding"].float().numpy())
-        rows = np.asarray(owner)
-        firsts = [int(np.flatnonzero(rows == b)[0]) for b in range(len(texts))]
-        return out[firsts], [out[f + 1 : f + 1 + int((rows == b).sum()) - 1] for b, f in enumerate(firsts)]
+    features = {"sentence_embedding": torch.stack(pooled).to(dtype or torch.float32)}
+    with torch.inference_mode():
+        for module in head:
+            features = module(features)
+    out = _normalise(features["sentence_embedding"].float().numpy())
+    rows = np.asarray(owner)
+    firsts = [int(np.flatnonzero(rows == b)[0]) for b in range(len(spans))]
+    return out[firsts], [out[f + 1 : f + 1 + int((rows == b).sum()) - 1] for b, f in enumerate(firsts)]
+
+
+class OnnxEmbedder(Embedder):
+    """A sentence-transformers folder whose transformer ``gemma_onnx.export`` wrote to ONNX: the token vectors
+    come from ONNX Runtime, the mean pooling and the modules after it from the folder itself, so its vectors
+    are the torch path's (cosine 1.0000 on EmbeddingGemma). Only mean-pooling folders whose prompt goes in
+    the text (EmbeddingGemma, e5): what ``embed_spans`` needs anyway."""
+
+    batch = 4
+    pools_spans = True
+
+    def __init__(self, folder: Path, onnx_path: Path, name: str, threads: int | None = None) -> None:
+        import json
+
+        import torch
+        from sentence_transformers.models import Dense, Normalize, Pooling
+        from transformers import AutoTokenizer
+
+        from knowledge_base import gemma_onnx
+
+        torch.set_num_threads(threads or load_settings().threads)  # the small dense layers after pooling
+        self.name = name
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling = Pooling.load(str(folder / modules[1]["path"])) if kinds[1:2] == ["Pooling"] else None
+        if kinds[:1] != ["Transformer"] or pooling is None or getattr(pooling, "pooling_mode", "") != "mean" \
+                or not pooling.include_prompt or set(kinds[2:]) - {"Dense", "Normalize"}:
+            raise ValueError(f"{folder} is not a mean-pooling folder of Transformer, Pooling, Dense and Normalize")
+        self._head = [Dense.load(str(folder / m["path"])) if k == "Dense" else Normalize()
+                      for m, k in zip(modules[2:], kinds[2:], strict=True)]
+        self.dim = next((int(d.out_features) for d in reversed(self._head) if isinstance(d, Dense)),
+                        int(pooling.get_embedding_dimension()))
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        self.query_prompt, self.document_prompt = _prompts(config.get("prompts") or {}, config.get("default_prompt_name"))
+        bert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        self._max_len = int(bert.get("max_seq_length") or 512)
+        self._tok = AutoTokenizer.from_pretrained(str(folder))
+        self._session = gemma_onnx.session(onnx_path, threads or load_settings().threads)
+        self._lock = threading.Lock()
+
+    def passage(self, text: str, title: str | None = None) -> str:
+        return _with_title(self.document_prompt, text, title)
+
+    def embed(self, texts: list[str], query: bool = False) -> np.ndarray:
+        texts = [self.query_prompt + t for t in texts] if query else list(texts)
+        return self.embed_spans(texts, [[] for _ in texts])[0]
+
+    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32), []
+        import torch
+
+        # Longest first, in batches of like lengths (padding costs as much as text); the order is put back.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vecs: list[np.ndarray] = [np.zeros(0)] * len(texts)
+        parts: list[np.ndarray] = [np.zeros(0)] * len(texts)
+        for at in range(0, len(order), self.batch):
+            rows = order[at : at + self.batch]
+            with self._lock:
+                enc = self._tok([texts[i] for i in rows], padding=True, truncation=True, max_length=self._max_len,
+                                return_offsets_mapping=True, return_tensors="np")
+                tokens = self._session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
+                                                  "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+                v, w = _pool_spans(torch.from_numpy(tokens), torch.from_numpy(enc["attention_mask"]),
+                                   torch.from_numpy(enc["offset_mapping"]), [spans[i] for i in rows], self._head)
+            for j, i in enumerate(rows):
+                vecs[i], parts[i] = v[j], w[j]
+        return np.stack(vecs), parts
 
 
 QUESTION_PROMPT = "task: question answering | query: "
@@ -211,14 +295,20 @@ QUESTION_PROMPT = "task: question answering | query: "
 @EMBEDDERS.register("embeddinggemma")
 def embeddinggemma(threads: int | None = None) -> Embedder:
     """EmbeddingGemma-300M from the folder ``python -m knowledge_base.gemma prepare`` assembled."""
-    from knowledge_base import gemma
+    from knowledge_base import gemma, gemma_onnx
 
-    # Eager attention: 6-8% more passages a second than sdpa on 2 cores (bench/gemma_attention.py), vectors
-    # at cosine >= 0.9998 to sdpa's.
-    # bf16 where the CPU computes it natively (~1.5x faster than fp32, vectors at cosine 0.9999 to fp32's);
-    # elsewhere bf16 is emulated and three times slower.
-    emb = SentenceTransformerEmbedder(gemma.require(), name="embeddinggemma", threads=threads, bf16=cpu.native_bf16(),
-                                      attention="eager")
+    folder = gemma.require()
+    onnx_path = gemma_onnx.exported(folder) if cpu.embed_onnx() else None
+    emb: OnnxEmbedder | SentenceTransformerEmbedder
+    if onnx_path is not None:
+        emb = OnnxEmbedder(folder, onnx_path, "embeddinggemma", threads)
+    else:
+        # Eager attention: 6-8% more passages a second than sdpa on 2 cores (bench/gemma_attention.py), vectors
+        # at cosine >= 0.9998 to sdpa's.
+        # bf16 where the CPU computes it natively (~1.5x faster than fp32, vectors at cosine 0.9999 to fp32's);
+        # elsewhere bf16 is emulated and three times slower.
+        emb = SentenceTransformerEmbedder(folder, name="embeddinggemma", threads=threads, bf16=cpu.native_bf16(),
+                                          attention="eager")
     # Measured on both novels' 100 questions (docs/knowledge_base.md): its question-answering prompt ranked
     # better than the config's "search result" one (in 3 of 4 sets, never worse); batches of 4 ran ~15%
     # faster than 16 on 2 cores.

