@@ -26,7 +26,7 @@ def tiny_st_folder(path: Path, prompts: dict[str, str], default: str | None = No
     from transformers import BertConfig, BertModel, BertTokenizerFast, Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(0)
-    raw = path.parent / f"{path.name}-raw"
+    raw = path.parent / f"{path.name}-{'gemma' if gemma else 'bert'}"
     raw.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ":", "|", "query", "passage", "title", "text",
              "none", "chapter", "1", *WORDS]
