@@ -20,7 +20,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("ZHIYIN_MODELS", str(HERE.parent / "checkpoints"))
-os.environ["ZHIYIN_EMBED_ONNX"] = "0"  # torch's attention implementations are what is compared
 
 
 def sample_passages(emb, store: str, n: int) -> tuple[list[str], list[list[tuple[int, int]]]]:
@@ -48,6 +47,7 @@ def main() -> int:
     p.add_argument("--passages", type=int, default=96)
     args = p.parse_args()
     os.environ["ZHIYIN_HOME"] = args.home
+    os.environ["ZHIYIN_EMBED_ONNX"] = "0"  # torch's attention implementations are what is compared
 
     import numpy as np
 
