@@ -13,10 +13,11 @@ trap 'rm -rf "$kbhome"' EXIT
 for s in "${stages[@]}"; do
   if [ "$s" = gemma ]; then  # the EmbeddingGemma upgrade (~25 min) in its own home, then the second look's with/without
     gemmahome="$kbhome/gemma"
-    echo "=== bench/kb_bench.py --upgrade-to embeddinggemma, bench/kb_second_look.py, bench/kb_query_variants.py" >&2
+    echo "=== bench/kb_bench.py --upgrade-to embeddinggemma, bench/kb_second_look.py, bench/kb_query_variants.py, bench/gemma_runtime.py" >&2
     python bench/kb_bench.py --upgrade --upgrade-to embeddinggemma --home "$gemmahome" --out bench/results/kb_gemma.json
     python bench/kb_second_look.py --home "$gemmahome"
     python bench/kb_query_variants.py --home "$gemmahome"
+    python bench/gemma_runtime.py --home "$gemmahome"  # torch against ONNX Runtime (needs the export: gemma prepare)
     continue
   fi
   echo "=== bench/${s}_bench.py" >&2
