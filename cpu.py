@@ -31,8 +31,8 @@ def native_bf16() -> bool:
 
 def embed_onnx() -> bool:
     """Whether EmbeddingGemma runs in ONNX Runtime (where exported) rather than torch. Chosen where the CPU lacks
-    native bf16: there torch runs fp32, and ONNX Runtime computed the same vectors 2.3-2.9x faster per question,
-    ~1.3x per passage (session 19, AMD EPYC with AVX2). Where bf16 is native, torch's bf16 stays: ONNX Runtime
+    native bf16: there torch runs fp32, and ONNX Runtime computed the same vectors 2.6x faster per question,
+    1.24x per passage (bench/gemma_runtime.py, session 19, AMD EPYC with AVX2). Where bf16 is native, torch's bf16 stays: ONNX Runtime
     was not measured on such a CPU. ZHIYIN_EMBED_ONNX=0/1 overrides."""
     return choice("ZHIYIN_EMBED_ONNX", not native_bf16())
 

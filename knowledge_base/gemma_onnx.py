@@ -1,7 +1,7 @@
 """EmbeddingGemma's transformer exported once to ONNX, for ONNX Runtime on CPUs without native bf16.
 
 There, torch runs the model in fp32; ONNX Runtime computes the same vectors (cosine 1.0000 to torch's)
-2.3-2.9x faster per question and ~1.3x faster per passage on 2 cores (docs/knowledge_base.md, session 19).
+2.6x faster per question and 1.24x faster per passage on 2 cores (bench/gemma_runtime.py, session 19).
 The export needs torch's dynamo exporter (``onnxscript``) and ~2.5 minutes; it writes
 ``<model folder>/onnx/`` (model.onnx + its 1.2 GB of weights) and a marker naming the weights it came from,
 so a re-assembled model is exported again. Only the transformer is exported: pooling and the dense layers
@@ -88,7 +88,7 @@ def export(folder: Path, quiet: bool = False) -> Path:
         mask[1, 12:] = 0  # a padded row, so the mask path is traced as the batches use it
         batch, seq = torch.export.Dim("batch", min=1, max=256), torch.export.Dim("seq", min=2, max=8192)
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its "torchvision is not installed" lines
-        with warnings.catch_warnings(), torch.inference_mode(False):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(Tokens(model), (ids, mask), dynamo=True, verbose=False, optimize=True,
                                         input_names=list(INPUTS), output_names=[OUTPUT],

@@ -365,4 +365,4 @@ def test_embeddinggemma_assembled_by_the_install_is_found_after_zhiyin_home_move
     (repo_copy / gemma.COMPLETE).write_text("x")
     monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "elsewhere"))  # a models dir without it
     monkeypatch.setattr(gemma, "fallback_dirs", lambda: [repo_copy])  # settings.BUNDLED's, in the repo
-    assert gemma.is_ready() and gemma.require() == repo_copy and gemma.prepare() == repo_copy
+    assert gemma.is_ready() and gemma.require() == repo_copy and gemma.prepare(onnx=False) == repo_copy
