@@ -314,12 +314,13 @@ class KnowledgeStore:
             fused = self._with_neighbours(fused)
         best = sorted(fused, key=lambda r: (-fused[r], r))[:k]  # ties broken by position: repeatable
         hits = []
-        for row in best:
+        spans = self._window_scores(vec, best) if alone else [[] for _ in best]
+        for row, windows_of_row in zip(best, spans, strict=True):
             c = self.chunks[row]
             low = c["text"].lower()
             matched = sorted({t for t in q_tokens if t in low}, key=len, reverse=True)
             hits.append(Hit(c["text"], c["source"], c["chapter"], round(fused[row] * RRF_K, 4), c["id"],
-                            c["index"], matched, self._window_scores(vec, row) if alone else []))
+                            c["index"], matched, windows_of_row))
         return hits
 
     @staticmethod
@@ -335,17 +336,20 @@ class KnowledgeStore:
         order = np.argsort(-score, kind="stable")[:CANDIDATES]  # ties by row: identical in every process
         return [int(r) for r in order], score, scale
 
-    def _window_scores(self, vec: np.ndarray, row: int) -> list[tuple[int, int, float]]:
+    def _window_scores(self, vec: np.ndarray, rows: list[int]) -> list[list[tuple[int, int, float]]]:
+        """Each row's windows as (start, end, the query's cosine), for the hits a reader turn excerpts."""
         if self._windows is None:
-            return []
-        scores = self._windows.scores(vec, row)
-        if row not in self._spans:
-            self._spans[row] = window_spans(self.chunks[row]["text"])
-        spans = self._spans[row]
-        if len(scores) > len(spans):  # saved under other sentence rules: no scores rather than wrong ones
-            return []
-        # Fewer: the windows past the model's input length were cut off with the text.
-        return [(s, e, round(float(x), 4)) for (s, e), x in zip(spans, scores, strict=False)]
+            return [[] for _ in rows]
+        out = []
+        for row, scores in zip(rows, self._windows.scores(vec, rows), strict=True):
+            if row not in self._spans:
+                self._spans[row] = window_spans(self.chunks[row]["text"])
+            spans = self._spans[row]
+            # More: saved under other sentence rules, no scores rather than wrong ones. Fewer: the windows
+            # past the model's input length were cut off with the text.
+            out.append([] if len(scores) > len(spans) else
+                       [(s, e, round(float(x), 4)) for (s, e), x in zip(spans, scores, strict=False)])
+        return out
 
     def idf(self, word: str) -> float:
         """How rare ``word`` is in the book: log inverse share of the passages that contain it (cached)."""

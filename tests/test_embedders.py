@@ -137,6 +137,26 @@ def test_onnx_runtime_gives_the_torch_vectors_of_a_gemma_folder(gemma_like, caps
     assert onnx_emb.embed([]).shape == (0, 24)
 
 
+def test_dense_layers_without_activation_fold_into_one_matrix_and_others_run_as_they_are():
+    import torch
+    from sentence_transformers import models
+
+    from knowledge_base.embedders import _folded_head, _torch_head
+
+    torch.manual_seed(0)
+    linear = [models.Dense(8, 16, bias=True, activation_function=torch.nn.Identity()),
+              models.Dense(16, 4, bias=True, activation_function=torch.nn.Identity()), models.Normalize()]
+    x = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    folded = _folded_head(linear)
+    assert folded is not None
+    want = _torch_head(linear[:2])(x)  # before Normalize: the fold keeps scale, and callers normalise
+    assert np.allclose(folded(x), want, atol=1e-5)
+    # An activation between them, a residual or a Normalize in the middle is not linear: no fold.
+    assert _folded_head([models.Dense(8, 4, activation_function=torch.nn.Tanh())]) is None
+    assert _folded_head([linear[0], models.Normalize(), linear[1]]) is None
+    assert _folded_head([models.Dense(8, 8, activation_function=torch.nn.Identity(), use_residual=True)]) is None
+
+
 def test_new_weights_make_the_export_stale_and_a_failed_export_leaves_the_old_one(gemma_like, tmp_path, monkeypatch):
     import os
     import shutil

@@ -77,6 +77,10 @@ def test_the_second_look_lifts_the_passage_whose_window_answers():
     vecs = np.array([[0.8, 0.6, 0], [0.2, 0.98, 0], [1, 0, 0], [0.1, 0.99, 0]], np.float32)
     index = windows.WindowIndex(rows, vecs)
     assert index.second_look(q, passages, [0, 1, 2]) == [1, 0, 2]
+    # Scored for several chunks at once, each in its own order; a chunk without windows gets none.
+    got = index.scores(q, [2, 7, 1])
+    assert [len(g) for g in got] == [1, 0, 2]
+    assert np.allclose(np.concatenate(got), [0.1, 0.2, 1.0], atol=1e-6)
     # Only the first DEPTH candidates are looked at again; the rest keep their places.
     deep = list(range(3)) + list(range(3, 3 + windows.DEPTH))
     assert index.second_look(q, np.vstack([passages, np.zeros((windows.DEPTH, 3), np.float32)]), deep)[3:] == deep[3:]
@@ -116,7 +120,8 @@ def test_a_store_whose_index_ranks_alone_saves_its_windows_carries_them_and_look
     for h in store.search("妙玉 梅花上的雪", k=3):
         spans = windows.window_spans(h.text)
         assert h.windows and [(s, e) for s, e, _ in h.windows] == spans[: len(h.windows)]
-        expected = store._windows.scores(vec, store._row[h.chunk_id])
+        index_of = store._windows
+        expected = index_of._vectors[index_of._rows == store._row[h.chunk_id]].astype(np.float32) @ vec
         assert np.allclose([x for _, _, x in h.windows], expected, atol=1e-3)
     # And search really goes through it: a second look that reverses the candidates reverses the hits.
     with monkeypatch.context() as m:
