@@ -73,6 +73,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout16": REPO / "bench" / "data" / "persona_prompts_heldout16.json",
                # written in session 18 before any of its changes, committed before its first run
                "heldout17": REPO / "bench" / "data" / "persona_prompts_heldout17.json",
+               # written in session 20 before any of its changes, committed before its first run
+               "heldout18": REPO / "bench" / "data" / "persona_prompts_heldout18.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
