@@ -314,8 +314,8 @@ class KnowledgeStore:
             fused = self._with_neighbours(fused)
         best = sorted(fused, key=lambda r: (-fused[r], r))[:k]  # ties broken by position: repeatable
         hits = []
-        spans = self._window_scores(vec, best) if alone else [[] for _ in best]
-        for row, windows_of_row in zip(best, spans, strict=True):
+        scored = self._window_scores(vec, best) if alone else [[] for _ in best]
+        for row, windows_of_row in zip(best, scored, strict=True):
             c = self.chunks[row]
             low = c["text"].lower()
             matched = sorted({t for t in q_tokens if t in low}, key=len, reverse=True)
