@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -107,7 +106,7 @@ class USEEmbedder(Embedder):
         if texts < WORKERS_FROM:
             yield
             return
-        with workers.started(_use_alone, self._threads) as pool:
+        with workers.started("knowledge_base.embedders:_use_alone", self._threads) as pool:
             self._pool = pool
             try:
                 yield
@@ -121,7 +120,7 @@ class USEEmbedder(Embedder):
         if pool is not None and len(texts) >= 2 * pool.n:
             try:
                 return _normalise(np.concatenate(pool.map("encode", list(texts))))
-            except (BrokenProcessPool, RuntimeError) as exc:  # a worker died, or the pool was closed meanwhile
+            except workers.WorkerError as exc:
                 print(f"warning: the embedding workers stopped ({exc}); embedding in one process", file=sys.stderr)
                 self._pool = None
         with self._lock:

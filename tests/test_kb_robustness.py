@@ -19,7 +19,7 @@ import pytest
 from knowledge_base.builder import build
 from knowledge_base.store import KnowledgeStore, current_version, read_manifest, store_root
 from settings import paths
-from tests.kb_books import EN_CHAPTERS, ZH_TEXT, write
+from tests.kb_books import EN_CHAPTERS, ZH_TEXT, children, write
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,19 +128,6 @@ def _unique_english(paragraphs: int) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 @pytest.mark.slow
 def test_a_build_killed_while_embedding_leaves_the_old_store_answering(tmp_path):
     old = write(tmp_path / "in" / "hong.txt", ZH_TEXT)
@@ -174,7 +161,7 @@ def test_a_build_killed_while_embedding_leaves_the_old_store_answering(tmp_path)
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the build finished before it could be killed; use a longer text"
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     reader.join(timeout=5)

@@ -1,10 +1,14 @@
 """A long first build shares USE's batches out among two worker processes and cuts the keyword index's
 tokens meanwhile: the same vectors as one process, a worker that dies is not fatal, an interrupted build
-leaves no process behind. Real spawned processes, the real packaged USE, real Chroma on disk."""
+leaves no process behind, and the workers never run the caller's own script. Real worker processes, the
+real packaged USE, real Chroma on disk."""
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures.process import BrokenProcessPool
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from knowledge_base import embedders, workers
 from knowledge_base.builder import build
 from knowledge_base.embedders import get_embedder
 from knowledge_base.store import KnowledgeStore, current_version, store_root
-from tests.kb_books import ZH_TEXT, write
+from tests.kb_books import ZH_TEXT, children, write
 
 
 # ~30 passages: enough for every batch to be shared out (the shared books are a few passages each).
@@ -54,14 +58,14 @@ def test_a_long_build_embeds_in_two_processes_with_the_vectors_of_one(tmp_path, 
     assert sum(n for n, _ in use_in_workers) == report.chunks > 20
     stored, fresh = _stored_and_fresh("lin")
     assert np.min(np.sum(stored * fresh, axis=1)) > 0.9999
-    assert not multiprocessing.active_children()  # the workers are gone once the build is done
+    assert not children(os.getpid())  # the workers are gone once the build is done
     assert "梅花上的雪" in KnowledgeStore.open("lin").search("妙玉泡茶用的什么水", k=1)[0].text
 
 
 def test_workers_that_die_leave_the_build_to_one_process_with_a_warning(tmp_path, use_in_workers, monkeypatch,
                                                                         capsys):
     def broken(self: workers.Workers, method: str, items: list) -> list:
-        raise BrokenProcessPool("a worker died")
+        raise workers.WorkerError("a worker died")
 
     monkeypatch.setattr(workers.Workers, "map", broken)
     report = build("lin", [write(tmp_path / "in" / "hong.txt", LONG)], embedder="use")
@@ -69,7 +73,7 @@ def test_workers_that_die_leave_the_build_to_one_process_with_a_warning(tmp_path
     assert "warning: the embedding workers stopped (a worker died); embedding in one process" in capsys.readouterr().err
     stored, fresh = _stored_and_fresh("lin")
     assert np.min(np.sum(stored * fresh, axis=1)) > 0.9999
-    assert not multiprocessing.active_children()
+    assert not children(os.getpid())
 
 
 def test_an_interrupted_build_stops_its_workers_and_keeps_the_old_store(tmp_path, use_in_workers):
@@ -84,4 +88,44 @@ def test_an_interrupted_build_stops_its_workers_and_keeps_the_old_store(tmp_path
     with pytest.raises(KeyboardInterrupt):
         build("lin", [write(tmp_path / "in" / "more.txt", more)], embedder="use", progress=interrupt)
     assert current_version(store_root("lin")) == before
-    assert not multiprocessing.active_children()
+    assert not children(os.getpid())
+
+
+def test_a_worker_that_fails_or_cannot_start_is_an_error_the_embedder_can_catch():
+    with workers.started("knowledge_base.embedders:_use_alone", 2) as pool:
+        assert pool is not None and pool.n == 2
+        vecs = pool.map("encode", ["林黛玉", "薛宝钗", "贾宝玉"])
+        assert [v.shape for v in vecs] == [(2, 512), (1, 512)]
+        with pytest.raises(workers.WorkerError, match="AttributeError"):
+            pool.map("no_such_method", ["a", "b"])
+    with workers.started("knowledge_base.no_such_module:make", 2) as pool, \
+            pytest.raises(workers.WorkerError, match="ended"):
+        pool.map("encode", ["a", "b"])
+    assert not children(os.getpid())
+
+
+# A script without the ``if __name__ == "__main__":`` guard (Streamlit runs the page as ``__main__`` too): the
+# workers must not run it again. Each run of it appends a line to the marker file.
+UNGUARDED = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    with open(sys.argv[2], "a") as fh:
+        fh.write("ran\\n")
+    from knowledge_base import embedders
+    from knowledge_base.builder import build
+    embedders.WORKERS_FROM = 1
+    report = build("lin", [sys.argv[3]], embedder="use")
+    print(report.embedded)
+""")
+
+
+def test_the_workers_never_run_the_callers_own_script(tmp_path):
+    script, marker = tmp_path / "page.py", tmp_path / "ran.txt"
+    script.write_text(UNGUARDED, encoding="utf-8")
+    book = write(tmp_path / "in" / "hong.txt", LONG)
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, str(script), root, str(marker), str(book)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) > 20
+    assert marker.read_text().splitlines() == ["ran"]
