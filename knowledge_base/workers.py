@@ -61,17 +61,18 @@ class Workers:
 
     def close(self) -> None:
         for proc in self._procs:
-            try:
-                proc.stdin.close()  # the worker's read ends: it exits
-            except OSError:
-                pass
+            # Its read ends, so it exits; an answer it is still writing (an interrupted build) meets a closed pipe.
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
         for proc in self._procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
 
 
 @contextmanager
