@@ -13,8 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -242,15 +241,6 @@ def _upgrade_wanted(manifest: dict, wanted: str) -> bool:
     return wanted == "auto" and not manifest["dense"].get(upgrade_target(), {}).get("complete", False)
 
 
-def _finished(job: Future, seconds: float) -> bool:
-    """Whether ``job`` ended within ``seconds`` (its exception raised here)."""
-    try:
-        job.result(timeout=seconds)
-        return True
-    except FutureTimeout:
-        return False
-
-
 def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files: dict[str, Path],
                    hashes: dict[str, str], dense: str, report: BuildReport, progress: Progress) -> None:
     """Fill a fresh version folder: chunks, dense collection(s), keyword index, manifest."""
@@ -318,8 +308,9 @@ def _write_version(cid: str, card: Card, version: Path, prev: Path | None, files
             with emb.in_workers(len(missing)):
                 vectors, wins = windows.embed_chunks(emb, missing, vector_cache_path(version.parent),
                                                      lambda d, t: progress("embed", d, t))
-            while not _finished(cut, 0.5):
+            while not wait([cut], timeout=0.5).done:
                 progress("keywords", len(tokens), len(all_chunks))
+            cut.result()  # its exception, if any, raised here
         except BaseException:
             given_up.set()  # an interrupted build should not wait for the rest of the book's tokens
             raise
