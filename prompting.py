@@ -316,7 +316,7 @@ def reminders(card: Card, mode: Mode) -> list[str]:
     return [t for t in (mode.text(texts, key, card.name) for key in REMINDERS) if t]
 
 
-_CHAPTER_NUMBER = re.compile(r"^\s*(第\S{1,8}?回|(?:chapter|book|part|volume)\s+[\w.]+)", re.I)
+_CHAPTER_NUMBER = re.compile(r"^\s*(第\S{1,8}?[回章节卷部]|(?:chapter|book|part|volume|letter|stave)\s+(?:the\s+)?[\w.-]+)", re.I)
 
 
 def chapter_label(chapter: str) -> str:

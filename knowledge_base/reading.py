@@ -16,11 +16,22 @@ from pathlib import Path
 from charset_normalizer import from_bytes
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text", ".epub", ""}
-# Chinese novels: 第一回 / 第12章 / 第一百二十回; English: Chapter 1 / CHAPTER XII.
+# Numbers as English headings spell them: "Chapter One", "CHAPTER TWENTY-THREE", "Chapter the First".
+_ONES = "one|two|three|four|five|six|seven|eight|nine"
+_TEENS = "ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen"
+_TENS = "twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety"
+_ONES_TH = "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth"
+_TEENS_TH = "tenth|eleventh|twelfth|" + "|".join(t + "th" for t in _TEENS.split("|")[3:])
+_TENS_TH = "twentieth|thirtieth|fortieth|fiftieth|sixtieth|seventieth|eightieth|ninetieth"
+_SPELLED = (rf"(?:the\s+)?(?:(?:{_TENS})[- ](?:{_ONES_TH}|{_ONES})|{_TENS_TH}|{_TEENS_TH}|{_ONES_TH}"
+            rf"|{_TENS}|{_TEENS}|{_ONES})")
+# Chinese novels: 第一回 / 第12章 / 第一百二十回 / 第一部, and the unnumbered 楔子, 序章, 尾声 ...; English: Chapter 1 /
+# CHAPTER XII / Chapter One / Book the First / Part 2 / Letter 4 / Stave One, each alone on its line.
 _CHAPTER_RE = re.compile(
     r"^[ \t\u3000]*(?:"
-    r"第[零〇一二两三四五六七八九十百千\d]+[回章节卷][^\n]{0,40}"
-    r"|(?:chapter|CHAPTER|Chapter)\s+(?:\d+|[IVXLCDM]+)\b[^\n]{0,60}"
+    r"第[零〇一二两三四五六七八九十百千\d]+[回章节卷部][^\n]{0,40}"
+    r"|(?:楔子|序章|序幕|引子|尾声|终章|后记)(?:[ \t\u3000]+[^\n]{0,40})?"
+    rf"|(?i:(?:chapter|book|part|volume|letter|stave)\s+(?:\d+|[IVXLCDM]+|{_SPELLED})\b)[^\n]{{0,60}}"
     r")[ \t\u3000]*$",
     re.MULTILINE,
 )
@@ -157,7 +168,7 @@ def normalise(text: str) -> str:
 
 
 def find_chapters(text: str) -> list[Chapter]:
-    """Chapter headings (第X回 / 第X章 / Chapter N) with their offsets."""
+    """Chapter headings (第X回 / 第X章 / 楔子 / Chapter N / Chapter One / Book the First) with their offsets."""
     found = []
     for m in _CHAPTER_RE.finditer(text):
         head = m.group(0)

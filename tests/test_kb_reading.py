@@ -67,6 +67,23 @@ def test_chapter_heading_styles():
     assert titles == ["第十二章 风雪山神庙", "第一百二十回 甄士隐详说太虚情", "CHAPTER XII", "Chapter 7. The Ball"]
 
 
+def test_spelled_out_and_unnumbered_headings_are_chapters():
+    text = normalise(
+        "楔子\n\n正文。\n\n第一部 风起\n\n正文。\n\n尾声 归来\n\n正文。\n\nCHAPTER ONE\n\nBody.\n\n"
+        "Chapter the First\n\nBody.\n\nCHAPTER TWENTY-THREE. The End\n\nBody.\n\nBook II\n\nLetter 4\n\n"
+        "STAVE ONE.\n\nBody. The chapter one was long.\n\nChapter oneself\n\nPart of me\n"
+    )
+    from knowledge_base.reading import find_chapters
+    from prompting import chapter_label
+
+    titles = [c.title for c in find_chapters(text)]
+    assert titles == ["楔子", "第一部 风起", "尾声 归来", "CHAPTER ONE", "Chapter the First", "CHAPTER TWENTY-THREE. The End",
+                      "Book II", "Letter 4", "STAVE ONE."]
+    assert [chapter_label(t) for t in titles] == ["楔子", "第一部", "尾声 归来", "CHAPTER ONE", "Chapter the First",
+                                                  "CHAPTER TWENTY-THREE", "Book II", "Letter 4", "STAVE ONE"]
+    assert chapter_label("第十二章 风雪山神庙") == "第十二章"
+
+
 def test_html_paragraph_markup_and_crlf_are_normalised(tmp_path):
     html = "".join(f"<p>{t}</p>\r\n" + "".join(f"<p class='x'>{p}</p>\r\n" for p in ps) for t, ps in ZH_CHAPTERS.items())
     html = html.replace("妙玉", "妙玉&amp;").replace("紫鹃", "紫鹃<br/>")
