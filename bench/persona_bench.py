@@ -75,6 +75,8 @@ PROMPT_SETS = {"main": DATA, "heldout": REPO / "bench" / "data" / "persona_promp
                "heldout17": REPO / "bench" / "data" / "persona_prompts_heldout17.json",
                # written in session 20 before any of its changes, committed before its first run
                "heldout18": REPO / "bench" / "data" / "persona_prompts_heldout18.json",
+               # written in session 21 before any of its changes, committed before its first run
+               "heldout19": REPO / "bench" / "data" / "persona_prompts_heldout19.json",
                # session 15: wrong premises only, written before her lorebook of facts; they judge it
                "wrongheld": REPO / "bench" / "data" / "persona_prompts_wrongheld.json"}
 RESULTS = REPO / "bench" / "results" / "persona.json"
