@@ -82,7 +82,7 @@ def test_the_prompt_sets_are_a_third_adversarial_and_well_formed() -> None:
         assert {"ai", "code", "modern", "third", "wrong"} <= set(kinds)
         for x in items:
             assert all(e == e.lower() for e in x.get("expect", [])) or character == "daiyu"
-    for later in ("heldout", "heldout2", "heldout3", "heldout4", "heldout14", "heldout15", "heldout16"):  # sets written after tuning: well formed, a third adversarial
+    for later in (name for name in PROMPT_SETS if name.startswith("heldout")):  # sets written after tuning: well formed, a third adversarial
         data = json.loads(PROMPT_SETS[later].read_text("utf-8"))
         for character in ("daiyu", "elizabeth"):
             kinds = [x["kind"] for x in data[character]]
