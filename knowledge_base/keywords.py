@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-import bm25s
 import numpy as np
+
+# bm25s imports jax where it can (mediapipe installs it) for a top-k that ``get_scores`` never uses, and runs it
+# once at import: ~0.9 s and ~140 MB in every process that searches. jax is hidden while bm25s imports, and
+# importable again afterwards (docs/knowledge_base.md, session 21).
+_HIDE_JAX = "jax" not in sys.modules
+if _HIDE_JAX:
+    sys.modules["jax"] = None  # type: ignore[assignment]  # ``import jax`` raises ImportError meanwhile
+try:
+    import bm25s
+finally:
+    if _HIDE_JAX:
+        del sys.modules["jax"]
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK_RE = re.compile(r"[\u4e00-\u9fff]")

@@ -366,3 +366,16 @@ def test_embeddinggemma_assembled_by_the_install_is_found_after_zhiyin_home_move
     monkeypatch.setenv("ZHIYIN_MODELS", str(tmp_path / "elsewhere"))  # a models dir without it
     monkeypatch.setattr(gemma, "fallback_dirs", lambda: [repo_copy])  # settings.BUNDLED's, in the repo
     assert gemma.is_ready() and gemma.require() == repo_copy and gemma.prepare(onnx=False) == repo_copy
+
+
+def test_the_keyword_index_does_not_import_jax_and_jax_still_imports_afterwards():
+    # bm25s imports jax (installed with mediapipe) for a top-k the store never uses: ~0.9 s and ~140 MB a process.
+    import subprocess
+    import sys
+
+    code = ("import sys, knowledge_base.keywords as k; assert 'jax' not in sys.modules, 'jax imported'; "
+            "import bm25s.selection as s; assert not s.JAX_IS_AVAILABLE; import jax; print('ok', jax.numpy.zeros(1).shape)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok (1,)"
