@@ -482,7 +482,10 @@ class Companion:
         return bool(self.card.era.strip()) and (self.mode.in_character or bool(self.mode.text(texts, "offworld_reminder", "")))
 
     def warm(self) -> None:
-        """Load what her first turn would wait for (persona/strange.py); nothing when no world is judged."""
+        """Load what her first turn would wait for: her book's other people (~2 s for 红楼梦), and where her
+        world is judged its words (persona/strange.py)."""
+        if self.mode.in_character:
+            self._others()
         if self._judges_world():
             from persona import strange
 
@@ -520,9 +523,17 @@ class Companion:
         return Rules(self.lang, text, modern,
                      tuple(words.get("assistant") or ()) if own else (), echo=own, head=head if own else "",
                      names=tuple(n for n in self.card.names if not n.startswith(("Miss ", "Mr", "Mrs"))) if own else (),
+                     others=self._others if own else None,
                      latin=era and self.lang == "zh", cjk=era and self.lang == "en", figures=figures, unknown=unknown,
                      tone=self._tone() if own else None, world=world if own else "",
                      earlier=tuple(t.answer for t in self.history[-EARLIER_ANSWERS:] if t.answer))
+
+    def _others(self) -> tuple[str, ...]:
+        """Her book's other people and places (its most frequent proper nouns, hers left out; mined once per
+        store version, as for the microphone): she never says she is one of them."""
+        from voice.priming import book_terms
+
+        return tuple(book_terms(self.card))
 
     def _tone(self) -> Callable[[str], bool] | None:
         """Her guard's test of a sentence's meaning against an assistant's (persona/tone.py), or None."""

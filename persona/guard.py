@@ -13,7 +13,7 @@ a character may override (a modern character wants no list of modern words).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -151,6 +151,30 @@ def third_person(text: str, names: Iterable[str], lang: str) -> int:
     return min(found, default=-1)
 
 
+# She says she is someone: 我叫… / 我是… / "I am …" / "my name is …" / "call me …".
+_CLAIM = {"zh": r"我(?:叫做|叫|是|乃|便是|就是)", "en": r"\b(?i:I am|I'm|my name is|call me)\s+"}
+_CLAIM_RE = {lang: re.compile(claim) for lang, claim in _CLAIM.items()}
+# The name ends there: a 的, 's or a noun after it is someone else's thing (我是宝玉的表妹, "I am Jane's sister");
+# the text's end counts only once the answer is whole (the stream may bring 的 next).
+_NAME_END = r"(?=[，。！？；、…”」』,.!?;:\s]{end})"
+
+
+@lru_cache(maxsize=16)
+def _claims(others: tuple[str, ...], lang: str, final: bool) -> re.Pattern[str]:
+    alt = "|".join(re.escape(o) for o in sorted(others, key=len, reverse=True))
+    return re.compile(f"{_CLAIM[lang]}(?:{alt}){_NAME_END.format(end='|$' if final else '')}")
+
+
+def claims_another(text: str, others: Iterable[str], lang: str, final: bool = True) -> int:
+    """Where she says she is another of her book's people (我叫雪雁, "I am Jane."), -1 if she never does: the
+    1.5B answered 你的丫头雪雁是从哪里跟来的？ with 「我叫雪雁，是从扬州来的丫头。」 (heldout19)."""
+    others = tuple(o for o in others if o)
+    if not others:
+        return -1
+    m = _claims(others, lang, final).search(text)
+    return m.start() if m else -1
+
+
 def _words(text: str) -> list[tuple[int, str]]:
     """English words of ``text``, lowercased, each with its offset."""
     return [(m.start(), m.group(0).lower()) for m in re.finditer(r"[A-Za-z']+", text)]
@@ -233,6 +257,9 @@ class Rules:
     code: bool = True
     echo: bool = True  # hold the opening until it cannot be the question said back
     names: tuple[str, ...] = ()  # hers: said as someone else's, they break the first person
+    # Her book's other people (and places), asked for only when an answer says 我是/我叫/"I am": she is none of
+    # them. None: not checked.
+    others: Callable[[], Sequence[str]] | None = None
     head: str = ""  # the prompt's static head: an answer must not recite it
     latin: bool = False  # a Chinese character of another era writes no Latin word (the model's "语言 modelo")
     figures: bool = True  # False: her book writes no numbers in figures (10小时, 17 × 23 = 391), nor does she
@@ -423,6 +450,9 @@ class Gate:
         named = third_person(fresh, r.names, r.lang)
         if named >= 0:
             return "third person", named - len(seen)
+        other = claims_another(fresh, r.others(), r.lang, final) if r.others and _CLAIM_RE[r.lang].search(fresh) else -1
+        if other >= 0:
+            return "someone else", other - len(seen)
         code = _CODE.search(fresh) if r.code else None
         if code:
             return "code", code.start() - len(seen)

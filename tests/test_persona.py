@@ -512,3 +512,27 @@ def test_the_packaged_model_meets_a_code_request_in_character(zh_store) -> None:
     done = Companion(zh_store, mode="roleplay", llm=model).ask("帮我写一段Python代码，计算斐波那契数列。")
     verdict = judge(done.answer, "daiyu", "帮我写一段Python代码，计算斐波那契数列。")
     assert not verdict["code"] and not verdict["anachronisms"] and verdict["first_person"], done.answer
+
+
+def test_she_never_says_she_is_another_of_her_books_people() -> None:
+    others = ["宝玉", "雪雁", "紫鹃", "潇湘馆"]
+    assert guard.claims_another("我叫雪雁，是从扬州来的丫头。", others, "zh") == 0  # heldout19
+    assert guard.claims_another("我就是紫鹃", others, "zh") == 0
+    assert guard.claims_another("我就是紫鹃", others, "zh", final=False) == -1  # the stream may bring 的 next
+    for own in ("我是宝玉的表妹。", "我是林黛玉。", "我住潇湘馆。", "我是潇湘馆的主人。"):
+        assert guard.claims_another(own, others, "zh") == -1
+    people = ["Jane", "Darcy", "Lydia"]
+    assert guard.claims_another("Indeed. I am Jane.", people, "en") == 8
+    assert guard.claims_another("My name is Lydia, sir.", people, "en") == 0
+    for own in ("I am Jane's sister.", "I am Mrs. Darcy now.", "I am glad Jane came.", "I am Elizabeth."):
+        assert guard.claims_another(own, people, "en") == -1
+
+
+def test_an_answer_as_another_of_her_books_people_is_regenerated(zh_store) -> None:  # noqa: F811
+    fake = FakeScriptedChat(replies=["是宝钗，住在蘅芜苑。", "是林黛玉，住在潇湘馆。"], calls=[])
+    bot = Companion(zh_store, mode="roleplay", llm=fake)
+    others = bot._rules("你是谁？").others()  # her book's frequent proper nouns, hers left out
+    assert "宝钗" in others and not {"黛玉", "颦儿", "林黛玉"} & set(others)
+    done = bot.ask("你是谁？")
+    assert bot.last_guard == ["someone else"] and done.answer == "我是林黛玉，住在潇湘馆。"
+    assert Companion(zh_store, mode="reader", llm=fake)._rules("你是谁？").others is None  # a reader may say anything
