@@ -50,8 +50,9 @@ ONE_PARAGRAPH = ["\n\n", "\n(", "\n（"]
 def lead_and_excerpts(question: str, hits: list[Hit], budget: int, per_passage: int, lead: int, lang: str,
                       store: KnowledgeStore) -> list[tuple[Hit, str]]:
     """The best passage whole up to ``lead`` tokens (0: none), then sentence excerpts of the rest
-    (knowledge_base/excerpts.py) within what is left of ``budget``."""
-    lead = min(budget, lead, per_passage)
+    (knowledge_base/excerpts.py) within what is left of ``budget``. Where the index scored each passage's
+    windows, excerpts alone: their scores carry the passages' rank (excerpts.RANK_PRIOR)."""
+    lead = 0 if hits and all(h.windows for h in hits) else min(budget, lead, per_passage)
     first = whole_passages(hits[:1], lead, lead, lang) if lead else []
     left = budget - sum(count_tokens(body) for _, body in first)
     picked = excerpts.select(question, hits[len(first):], left, per_passage, count_tokens, store.idf, lang,

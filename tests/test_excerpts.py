@@ -103,3 +103,20 @@ def test_where_the_store_scored_the_windows_they_choose_the_sentences(monkeypatc
     assert "赏花饮酒" in out[0].text and "梅花上的雪" not in out[0].text
     # The scores are the search's working data: a reader's sources (and a saved conversation) leave them out.
     assert "windows" not in h.for_sources() and h.for_sources()["text"] == passage
+
+
+def test_with_window_scores_a_lower_passage_needs_a_clearly_closer_sentence() -> None:
+    # excerpts.RANK_PRIOR: a sentence carries its passage's rank; the fifth passage's sentence wins only by a margin.
+    import knowledge_base.excerpts as excerpts_module
+    from knowledge_base.windows import window_spans
+
+    texts = [f"第{n}段闲话，众人说笑了半日。又有一件小事，不必细说。" for n in range(5)]
+    hits = [hit(t, n) for n, t in enumerate(texts)]
+    for n, h in enumerate(hits):
+        h.windows = [(s, e, 0.5 if n == 0 else 0.6) for s, e in window_spans(h.text)]
+    out = select("什么事", hits, budget=16, per_passage=40, count=count_tokens, idf=flat_idf, lang="zh")
+    assert [e.hit.index for e in out] == [0]  # 0.1 closer is not enough to pass the top passage
+    for h in hits[1:]:
+        h.windows = [(s, e, 0.5 + excerpts_module.RANK_PRIOR) for s, e, _ in h.windows]
+    out = select("什么事", hits, budget=16, per_passage=40, count=count_tokens, idf=flat_idf, lang="zh")
+    assert out[0].hit.index == 1  # far closer: the lower passage's sentence comes first

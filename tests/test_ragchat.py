@@ -226,6 +226,18 @@ def test_a_readers_first_turn_keeps_its_best_passage_whole_then_excerpts_the_res
     assert len(first) > 1 and all(s["passage"] != s["text"] for s in first[1:])  # the rest: excerpts
     plain = Companion(zh_store, mode="reader", llm=tiny_llm(), budget=Budget(passages=340, passage=260, lead=0))
     assert plain.ask(q).sources[0]["passage"] != best.text  # without a lead, excerpts from the first passage too
+    # Where the index scored every passage's windows (EmbeddingGemma), their scores carry the passages' rank
+    # (excerpts.RANK_PRIOR) and no passage is sent whole.
+    from knowledge_base.windows import window_spans
+
+    def picked(lead: int) -> list[str]:
+        return [body for _, body in ragchat.lead_and_excerpts(q, hits, 120, 260, lead, "zh", reader.store)]
+
+    hits = reader.store.search(q, k=4)
+    assert picked(200)[0] == hits[0].text and picked(200) != picked(0)
+    for h in hits:
+        h.windows = [(s, e, 0.5) for s, e in window_spans(h.text)]
+    assert picked(200) == picked(0) and picked(0)[0] != hits[0].text
 
 
 def test_an_over_long_card_is_cut_but_the_mode_rules_are_kept(zh_store) -> None:
