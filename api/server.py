@@ -89,6 +89,21 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
+def warm_characters(service: Service) -> None:
+    """Before the first question, what a role-play turn would wait for: each character's guard lists (her
+    world's words, her book's other people; ~2-4 s for 红楼梦), as the page's warm-up does. Run in a thread."""
+    from characters import list_characters
+    from ragchat import Companion
+
+    for card in list_characters():
+        if not KnowledgeStore.exists(card.id):
+            continue
+        try:
+            Companion(card, mode="roleplay", llm=service.llm, settings=service.settings).warm()
+        except Exception as exc:  # the first question mines them itself, and reports a failure there
+            log.warning("%s's guard lists were not prepared: %s", card.id, exc)
+
+
 def refuse_calling_itself(settings: Settings, host: str, port: int) -> None:
     """The `openai` backend pointed at this very server would wait on itself forever."""
     if settings.llm_backend != "openai":
@@ -129,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    threading.Thread(target=warm_characters, args=(service,), daemon=True, name="warm-characters").start()
     print(f"Zhiyin API at http://{args.host}:{args.port}/v1 ({service.fingerprint})", file=sys.stderr, flush=True)
     uvicorn.run(create_app(service), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0
 
 
-__all__ = ["APIError", "Service", "create_app", "make_service", "main"]
+__all__ = ["APIError", "Service", "create_app", "make_service", "main", "warm_characters"]

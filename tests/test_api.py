@@ -381,3 +381,19 @@ def test_start_py_api_flag_builds_the_api_command() -> None:
     args = start.parser().parse_args(["--api", "--api-port", "8123"])
     assert args.api and start.api_command(args.host, args.api_port)[-4:] == ["--host", "127.0.0.1", "--port", "8123"]
 
+
+
+def test_the_server_warms_each_characters_guard_lists_before_the_first_question(home: Path, tiny_qwen_dir: Path,  # noqa: F811
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the page's warm-up does (her book's people, her world's words), `python api.py` does in a thread."""
+    import llm
+    from api.server import make_service, warm_characters
+    from knowledge_base import mined
+    from settings import load_settings
+
+    monkeypatch.setenv("ZHIYIN_HOME", str(home))
+    monkeypatch.setattr(mined, "_mined_cache", {})
+    settings = load_settings(llm_backend="transformers", llm_model=str(tiny_qwen_dir), threads=1, max_tokens=4)
+    warm_characters(make_service(settings, llm=llm.get_chat_model(settings)))
+    kinds = {key.split("|")[0]: key for key in mined._mined_cache}
+    assert "proper nouns" in kinds and "/elizabeth/" in kinds["proper nouns"]  # daiyu has no store: skipped
