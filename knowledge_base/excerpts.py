@@ -29,7 +29,8 @@ KEYWORD_WEIGHT = {"use": 1.0, "windows": 0.5}
 # With window scores, a sentence also carries its passage's rank: RANK_PRIOR * rank / (rank + 30) is taken off
 # (0.13 for the second passage, 0.57 for the sixth), so the top passages' best sentences come first and a
 # lower one's only when it is clearly closer. In place of the best passage whole, this put the answer into 340
-# tokens for 75 of 120 questions against 70 (no set lower; docs/ragchat.md, session 21).
+# tokens for 61 of 100 questions against 57, no set lower (`python bench/excerpt_bench.py --home DIR`;
+# docs/ragchat.md, session 21).
 RANK_PRIOR = 4.0
 
 
